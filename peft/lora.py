@@ -59,9 +59,9 @@ def is_target(config: LoraConfig, path: Sequence[str]) -> bool:
 
 def check_targets(config: LoraConfig, dense_paths: Sequence[Sequence[str]]) -> None:
     """Raises when a target matches none of the candidate Dense layers."""
-    targets = [config.targets] if isinstance(config.targets, str) else config.targets
-    for target in targets:
-        single = LoraConfig(config.rank, config.alpha, config.dropout, target)
+    regex = isinstance(config.targets, str)
+    for target in [config.targets] if regex else config.targets:
+        single = dataclasses.replace(config, targets=target if regex else (target,))
         if not any(is_target(single, p) for p in dense_paths):
             names = sorted({"/".join(p[-2:]) if p[-1] == "dense" else p[-1] for p in dense_paths})
             raise ValueError(
