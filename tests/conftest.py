@@ -68,3 +68,41 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared datasets not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_vocab_dir(tmp_path_factory, minilm_path) -> Path:
+    """A random 2-layer BERT with the real uncased WordPiece vocabulary and tokenizer:
+    real tokenization, steps that compile and run in seconds."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(**{**TINY, "vocab_size": 30522, "max_position_embeddings": 128})
+    folder = _save_hf(BertModel(config), tmp_path_factory.mktemp("tiny_bert_vocab"))
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder)
+    return folder
+
+
+def run_config(workdir: Path, model: Path, data_path: Path, **overrides):
+    """configs/base.py with a small, fast run; overrides as dotted names: {"train.epochs": 2}."""
+    from configs import base
+
+    config = base.get_config()
+    config.name = workdir.name
+    config.workdir = str(workdir)
+    config.model = str(model)
+    config.data.path = str(data_path)
+    config.data.splits.validation = "dev"
+    config.data.max_length = 64
+    config.data.max_train_examples = 64
+    config.data.max_eval_examples = 48
+    config.train.update(batch_size=8, epochs=1, log_every=4, eval_batch_size=16)
+    config.optim.update(lr=1e-3, warmup_ratio=0.0)
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config

@@ -1,0 +1,56 @@
+"""Orbax checkpoints of a run: `checkpoints/last` (resumable state) and `checkpoints/best`."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+def _checkpointer() -> ocp.StandardCheckpointer:
+    return ocp.StandardCheckpointer()
+
+
+def save(folder: Path, tree, meta: dict) -> None:
+    """Writes `tree` (+ meta.json) to `folder` atomically: a crash mid-save leaves the
+    previous checkpoint in place (written beside it, then swapped in by rename)."""
+    folder = Path(folder).absolute()
+    fresh, old = folder.with_name(folder.name + ".new"), folder.with_name(folder.name + ".old")
+    for stale in (fresh, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    checkpointer = _checkpointer()
+    checkpointer.save(fresh / "state", tree)
+    checkpointer.wait_until_finished()
+    (fresh / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if folder.exists():
+        folder.rename(old)
+    fresh.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def restore(folder: Path, like=None) -> tuple:
+    """(tree, meta) restored against `like` (arrays or jax.eval_shape structs); without
+    `like`, as the nested dicts of arrays Orbax saved."""
+    folder = Path(folder).absolute()
+    abstract = (
+        None if like is None else jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+    )
+    tree = _checkpointer().restore(folder / "state", abstract)
+    return tree, json.loads((folder / "meta.json").read_text())
+
+
+def exists(folder: Path) -> bool:
+    return (Path(folder) / "meta.json").is_file() and (Path(folder) / "state").is_dir()
+
+
+def tree_hash(tree) -> str:
+    """sha256 over a tree's paths, dtypes, shapes and bytes: identifies a base model."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        leaf = np.asarray(leaf)
+        digest.update(f"{jax.tree_util.keystr(path)}{leaf.dtype}{leaf.shape}".encode())
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,48 @@
+"""Evaluation over a whole split: every example once, predictions back in dataset order."""
+
+import datasets
+import jax
+import numpy as np
+
+from bertjax import batching
+from bertjax.metrics import compute_metrics
+from bertjax.steps import loss_fn
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "weights")
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: batch[k] for k in MODEL_INPUTS}
+
+
+def predict(
+    eval_step,
+    trainable,
+    frozen,
+    dataset: datasets.Dataset,
+    batch_size: int,
+    buckets: tuple[int, ...],
+    pad_id: int,
+    num_labels: int,
+) -> np.ndarray:
+    """Logits [len(dataset), num_labels] in dataset order."""
+    logits = np.zeros((len(dataset), num_labels), np.float32)
+    pending = []  # dispatch every batch before fetching any: no host sync per batch
+    for batch in batching.eval_batches(dataset, batch_size, buckets, pad_id=pad_id):
+        pending.append((batch["index"], eval_step(trainable, frozen, model_inputs(batch))))
+    for index, out in pending:
+        real = index >= 0
+        logits[index[real]] = np.asarray(jax.device_get(out))[real]
+    return logits
+
+
+def evaluate(
+    eval_step, trainable, frozen, dataset, batch_size, buckets, pad_id, num_labels
+) -> tuple[dict, np.ndarray]:
+    """(metrics incl. "loss", logits) for a labelled split."""
+    logits = predict(eval_step, trainable, frozen, dataset, batch_size, buckets, pad_id, num_labels)
+    labels = np.asarray(dataset["label"])
+    metrics = compute_metrics(logits, labels, num_labels)
+    weights = np.ones(len(labels), np.float32)
+    metrics["loss"] = float(loss_fn(logits, labels, weights))
+    return metrics, logits

@@ -1,0 +1,107 @@
+"""Reloading a trained run: evaluate a split, or predict labels for new texts."""
+
+import csv
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import peft
+from bertjax import checkpoint, data, runs
+from bertjax.evaluate import evaluate, predict
+from bertjax.steps import make_eval_step
+from bertjax.training import build
+
+
+def load_run(run: Path, data_path: str | None = None):
+    """(config, setup, trainable) of a run folder, from its best checkpoint.
+
+    Refuses a base model whose weights differ from the ones the run was trained on.
+    """
+    run = Path(run)
+    config = runs.load_config(run)
+    best = run / "checkpoints" / "best"
+    if not checkpoint.exists(best):
+        raise FileNotFoundError(f"{run}: no checkpoint at {best} (not a finished bertjax run?)")
+    if data_path is not None:
+        config.data.path, config.data.name = data_path, None
+    names = json.loads((run / runs.LABELS_FILE).read_text())
+    setup = build(config, label_names=names)
+    base = json.loads((run / runs.BASE_FILE).read_text())
+    if base["sha256"] != setup.base_hash:
+        raise ValueError(
+            f"{run}: base model {config.model} differs from the one this run was "
+            f"trained on (weights hash {setup.base_hash[:12]} != {base['sha256'][:12]})"
+        )
+    saved, _ = checkpoint.restore(best, dict(trainable=peft.split(setup.params, setup.mask)))
+    return config, setup, saved["trainable"]
+
+
+def evaluate_run(run: Path, split: str = "validation", data_path: str | None = None) -> dict:
+    """Metrics of the run's best checkpoint on `split` ("validation" or "test")."""
+    config, setup, trainable = load_run(run, data_path)
+    if split not in setup.splits:
+        raise ValueError(f"{run}: no {split!r} split in the data (have {sorted(setup.splits)})")
+    dataset = setup.splits[split]
+    if not data.has_labels(dataset):
+        raise ValueError(f"{run}: the {split!r} split has no labels to evaluate against")
+    _, frozen = peft.partition(setup.params, setup.mask)
+    metrics, _ = evaluate(
+        make_eval_step(setup.model),
+        trainable,
+        frozen,
+        dataset,
+        config.train.eval_batch_size,
+        setup.buckets,
+        setup.pad_id,
+        setup.model.num_labels,
+    )
+    return metrics
+
+
+def read_texts(file: Path) -> list[tuple[str, ...]]:
+    """One example per line; a tab separates the two texts of a pair."""
+    lines = Path(file).read_text().splitlines()
+    return [tuple(line.split("\t")) for line in lines if line.strip()]
+
+
+def predict_file(run: Path, texts_file: Path, out_file: Path) -> Path:
+    """Writes a TSV: text(s), predicted label name and each label's probability."""
+    config, setup, trainable = load_run(run)
+    from bertjax.pretrained import load_tokenizer
+
+    examples = read_texts(texts_file)
+    fields = tuple(config.data.text_fields)
+    if any(len(e) != len(fields) for e in examples):
+        raise ValueError(
+            f"{texts_file}: each line needs {len(fields)} tab-separated text(s) "
+            f"({', '.join(fields)})"
+        )
+    import datasets
+
+    table = {f: [e[i] for e in examples] for i, f in enumerate(fields)}
+    table["label"] = [data.NO_LABEL] * len(examples)
+    dataset = data.tokenize(
+        {"predict": datasets.Dataset.from_dict(table)}, load_tokenizer(config.model), config.data
+    )["predict"]
+    _, frozen = peft.partition(setup.params, setup.mask)
+    logits = predict(
+        make_eval_step(setup.model),
+        trainable,
+        frozen,
+        dataset,
+        config.train.eval_batch_size,
+        setup.buckets,
+        setup.pad_id,
+        setup.model.num_labels,
+    )
+    probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+    with open(out_file, "w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
+        writer.writerow([*fields, "label", *(f"p_{n}" for n in setup.label_names)])
+        for example, p in zip(examples, probs, strict=True):
+            writer.writerow(
+                [*example, setup.label_names[int(p.argmax())], *(f"{x:.6f}" for x in p)]
+            )
+    return Path(out_file)

