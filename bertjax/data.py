@@ -31,7 +31,7 @@ def find_file(folder: Path, split: str) -> Path:
                 if path.is_file():
                     return path
     looked = ", ".join(f"{name}.{{{','.join(EXTENSIONS)}}}[.gz]" for name in _aliases(split))
-    raise ValueError(f"no {split!r} data file in {folder}: looked for {looked}")
+    raise FileNotFoundError(f"no {split!r} data file in {folder}: looked for {looked}")
 
 
 def _json_records(text: str) -> list[dict[str, Any]]:

@@ -228,7 +228,9 @@ def _write_tsv(folder: Path, split: str, text: str) -> None:
 
 def test_missing_file_error_names_folder_and_candidates(tmp_path):
     _write_tsv(tmp_path, "train", "sentence\tlabel\na\t0\n")
-    with pytest.raises(ValueError, match=rf"no 'dev' data file in {tmp_path}: looked for dev\."):
+    with pytest.raises(
+        FileNotFoundError, match=rf"no 'dev' data file in {tmp_path}: looked for dev\."
+    ):
         data.load_splits(make_cfg(path=str(tmp_path)), 0)
 
 

@@ -45,6 +45,7 @@ def test_sst2_lora_minilm_end_to_end(tmp_path, minilm_path, shared_data):
     summary = training.train(config)
     run = Path(config.workdir)
     assert RUN_FILES <= {p.name for p in run.iterdir()}
+    # measured 0.799 (MiniLM's [CLS] was never trained for classification: lr 5e-3 needed)
     assert summary["validation"]["accuracy"] > 0.75, summary  # chance is ~0.51
     assert summary["trainable_params"] == 6 * 2 * (384 * 8 * 2) + 384 * 2 + 2
     records = runs.read_metrics(run)

