@@ -37,7 +37,7 @@ def test_sst2_lora_minilm_end_to_end(tmp_path, minilm_path, shared_data):
             "data.max_train_examples": 2000,
             "data.max_eval_examples": None,
             "train.batch_size": 32,
-            "optim.lr": 1e-3,
+            "optim.lr": 5e-3,
             "optim.warmup_ratio": 0.1,
             "train.log_every": 20,
         },
