@@ -34,6 +34,15 @@ def find_file(folder: Path, split: str) -> Path:
     raise FileNotFoundError(f"no {split!r} data file in {folder}: looked for {looked}")
 
 
+def _local_file(folder: Path, key: str, name: str) -> Path:
+    try:
+        return find_file(folder, name)
+    except FileNotFoundError as err:
+        if key != "test":
+            raise
+        raise FileNotFoundError(f"{err} (no test set? pass --config.data.splits.test=)") from None
+
+
 def _json_records(text: str) -> list[dict[str, Any]]:
     """A JSON array of records, or JSON Lines (also accepted in a .json file)."""
     if text.lstrip().startswith("["):
@@ -109,7 +118,7 @@ def load_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
         wanted["test"] = data_cfg.splits.test
     if data_cfg.get("path"):
         folder = Path(data_cfg.path)
-        splits = {key: read_file(find_file(folder, name)) for key, name in wanted.items()}
+        splits = {key: read_file(_local_file(folder, key, name)) for key, name in wanted.items()}
     else:
         hub = datasets.load_dataset(data_cfg.name, data_cfg.get("subset"))
         what = "/".join(filter(None, (data_cfg.name, data_cfg.get("subset"))))
@@ -136,12 +145,16 @@ def _label_kind(feature: Any) -> str:
     return "float" if dtype.startswith("float") else "int"
 
 
-def label_names(splits: dict[str, datasets.Dataset], data_cfg: Any) -> list[str]:
+def label_names(
+    splits: dict[str, datasets.Dataset], data_cfg: Any, num_labels: int | None = None
+) -> list[str]:
     """Class names, index = label id; their count is num_labels.
 
     String labels: sorted unique values over all labelled splits. Integer labels:
-    ["0", ..., str(max)]. Hub ClassLabel: its names. Float labels (regression): one name,
-    the label field, so num_labels == 1.
+    ["0", ..., str(num_labels - 1)] when `num_labels` is given (config.num_labels), else
+    ["0", ..., str(max)], or the sorted distinct values when the smallest is 1 or more (AG
+    News' 1-4 become 4 classes, not 5). Hub ClassLabel: its names. Float labels
+    (regression): one name, the label field, so num_labels == 1.
     """
     field = data_cfg.label_field
     kind = _label_kind(splits["train"].features[field])
@@ -152,7 +165,17 @@ def label_names(splits: dict[str, datasets.Dataset], data_cfg: Any) -> list[str]
     columns = [ds[field] for ds in splits.values() if field in ds.column_names]
     if kind == "string":
         return sorted({v for column in columns for v in column if v is not None})
-    return [str(i) for i in range(max(int(np.max(np.asarray(c), initial=-1)) for c in columns) + 1)]
+    if num_labels is not None:
+        return [str(i) for i in range(num_labels)]
+    values = np.unique(np.concatenate([np.asarray(c, np.int64) for c in columns]))
+    values = values[values != NO_LABEL]
+    if values.size and values[0] >= 1:
+        return [str(v) for v in values]
+    return [str(i) for i in range(int(values.max(initial=-1)) + 1)]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) or (isinstance(value, str) and value.isdigit())
 
 
 def _label_ids(values: list[Any], names: list[str], kind: str, split: str) -> np.ndarray:
@@ -166,14 +189,23 @@ def _label_ids(values: list[Any], names: list[str], kind: str, split: str) -> np
             row, value = unknown[0]
             raise ValueError(f"{split} split row {row}: label {value!r} not in {names}")
         return np.asarray([index[v] for v in values], np.int32)
-    ids = np.asarray(values, np.int64)
-    bad = np.flatnonzero((ids >= len(names)) | (ids < NO_LABEL))
+    wrong = [(row, v) for row, v in enumerate(values) if not _is_int(v)]
+    if wrong:
+        row, value = wrong[0]
+        raise ValueError(f"{split} split row {row}: label {value!r} is not an integer class id")
+    values = np.asarray(values, np.int64)
+    # sorted label values: a hub ClassLabel's ids are 0..n-1, plain integers are their names
+    classes = np.arange(len(names)) if kind == "class" else np.asarray(names, np.int64)
+    ids = np.searchsorted(classes, values)
+    found = ids < len(classes)
+    found[found] = classes[ids[found]] == values[found]
+    bad = np.flatnonzero(~found & (values != NO_LABEL))
     if len(bad):
         raise ValueError(
-            f"{split} split row {bad[0]}: label {ids[bad[0]]} out of range for "
-            f"num_labels {len(names)}"
+            f"{split} split row {bad[0]}: label {values[bad[0]]} out of range for "
+            f"num_labels {len(names)} (labels {names[0]}..{names[-1]})"
         )
-    return ids.astype(np.int32)
+    return np.where(values == NO_LABEL, NO_LABEL, ids).astype(np.int32)
 
 
 def encode_labels(
@@ -235,9 +267,13 @@ def tokenize(
 
 
 def prepare(
-    data_cfg: Any, tokenizer: Any, seed: int, names: list[str] | None = None
+    data_cfg: Any,
+    tokenizer: Any,
+    seed: int,
+    names: list[str] | None = None,
+    num_labels: int | None = None,
 ) -> tuple[dict[str, datasets.Dataset], list[str]]:
     """load_splits -> label_names (unless given, e.g. from a checkpoint) -> encode -> tokenize."""
     splits = load_splits(data_cfg, seed)
-    names = label_names(splits, data_cfg) if names is None else list(names)
+    names = label_names(splits, data_cfg, num_labels) if names is None else list(names)
     return tokenize(encode_labels(splits, names, data_cfg), tokenizer, data_cfg), names

@@ -36,13 +36,16 @@ def predict(
     return logits
 
 
+def metrics_of(logits: np.ndarray, labels: np.ndarray, num_labels: int) -> dict:
+    """Task metrics plus the mean "loss" of the predictions against the labels."""
+    metrics = compute_metrics(logits, labels, num_labels)
+    metrics["loss"] = float(loss_fn(logits, labels, np.ones(len(labels), np.float32)))
+    return metrics
+
+
 def evaluate(
     eval_step, trainable, frozen, dataset, batch_size, buckets, pad_id, num_labels
 ) -> tuple[dict, np.ndarray]:
     """(metrics incl. "loss", logits) for a labelled split."""
     logits = predict(eval_step, trainable, frozen, dataset, batch_size, buckets, pad_id, num_labels)
-    labels = np.asarray(dataset["label"])
-    metrics = compute_metrics(logits, labels, num_labels)
-    weights = np.ones(len(labels), np.float32)
-    metrics["loss"] = float(loss_fn(logits, labels, weights))
-    return metrics, logits
+    return metrics_of(logits, np.asarray(dataset["label"]), num_labels), logits

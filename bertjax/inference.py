@@ -4,12 +4,14 @@ import csv
 import json
 from pathlib import Path
 
+import datasets
 import jax
 import numpy as np
 
 import peft
 from bertjax import checkpoint, data, runs
-from bertjax.evaluate import evaluate, predict
+from bertjax.evaluate import metrics_of, predict
+from bertjax.pretrained import load_tokenizer
 from bertjax.steps import make_eval_step
 from bertjax.training import build
 
@@ -38,64 +40,57 @@ def load_run(run: Path, data_path: str | None = None):
     return config, setup, saved["trainable"]
 
 
+def _logits(setup, trainable, dataset, batch_size: int):
+    """Logits of the run's model on an encoded split: one eval step, every example once."""
+    _, frozen = peft.partition(setup.params, setup.mask)
+    return predict(
+        make_eval_step(setup.model),
+        trainable,
+        frozen,
+        dataset,
+        batch_size,
+        setup.buckets,
+        setup.pad_id,
+        setup.model.num_labels,
+    )
+
+
 def evaluate_run(run: Path, split: str = "validation", data_path: str | None = None) -> dict:
-    """Metrics of the run's best checkpoint on `split` ("validation" or "test")."""
+    """Metrics (incl. "loss") of the run's best checkpoint on `split` ("validation" or "test")."""
     config, setup, trainable = load_run(run, data_path)
     if split not in setup.splits:
         raise ValueError(f"{run}: no {split!r} split in the data (have {sorted(setup.splits)})")
     dataset = setup.splits[split]
     if not data.has_labels(dataset):
         raise ValueError(f"{run}: the {split!r} split has no labels to evaluate against")
-    _, frozen = peft.partition(setup.params, setup.mask)
-    metrics, _ = evaluate(
-        make_eval_step(setup.model),
-        trainable,
-        frozen,
-        dataset,
-        config.train.eval_batch_size,
-        setup.buckets,
-        setup.pad_id,
-        setup.model.num_labels,
-    )
-    return metrics
+    logits = _logits(setup, trainable, dataset, config.train.eval_batch_size)
+    return metrics_of(logits, np.asarray(dataset["label"]), setup.model.num_labels)
 
 
-def read_texts(file: Path) -> list[tuple[str, ...]]:
-    """One example per line; a tab separates the two texts of a pair."""
-    lines = Path(file).read_text().splitlines()
-    return [tuple(line.split("\t")) for line in lines if line.strip()]
+def read_texts(file: Path, fields: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """One example per non-empty line; a tab separates the two texts of a pair."""
+    examples = [tuple(line.split("\t")) for line in Path(file).read_text().splitlines()]
+    examples = [e for e in examples if any(t.strip() for t in e)]
+    for row, example in enumerate(examples):
+        if len(example) != len(fields):
+            raise ValueError(
+                f"{file} line {row + 1}: each line needs {len(fields)} tab-separated text(s) "
+                f"({', '.join(fields)}), got {len(example)}"
+            )
+    return examples
 
 
 def predict_file(run: Path, texts_file: Path, out_file: Path) -> Path:
     """Writes a TSV: text(s), predicted label name and each label's probability."""
+    fields = tuple(runs.load_config(run).data.text_fields)
+    examples = read_texts(texts_file, fields)  # bad input fails before the model loads
     config, setup, trainable = load_run(run)
-    from bertjax.pretrained import load_tokenizer
-
-    examples = read_texts(texts_file)
-    fields = tuple(config.data.text_fields)
-    if any(len(e) != len(fields) for e in examples):
-        raise ValueError(
-            f"{texts_file}: each line needs {len(fields)} tab-separated text(s) "
-            f"({', '.join(fields)})"
-        )
-    import datasets
-
     table = {f: [e[i] for e in examples] for i, f in enumerate(fields)}
     table["label"] = [data.NO_LABEL] * len(examples)
     dataset = data.tokenize(
         {"predict": datasets.Dataset.from_dict(table)}, load_tokenizer(config.model), config.data
     )["predict"]
-    _, frozen = peft.partition(setup.params, setup.mask)
-    logits = predict(
-        make_eval_step(setup.model),
-        trainable,
-        frozen,
-        dataset,
-        config.train.eval_batch_size,
-        setup.buckets,
-        setup.pad_id,
-        setup.model.num_labels,
-    )
+    logits = _logits(setup, trainable, dataset, config.train.eval_batch_size)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
     with open(out_file, "w", newline="") as f:
         writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL)

@@ -38,6 +38,17 @@ class _Block(nn.Module):
     dtype: jnp.dtype = jnp.float32
     deterministic: bool = True
 
+    def child(self, block: type["_Block"], name: str, **extra) -> "_Block":
+        """A submodule sharing this block's config, peft, dtype and dropout mode."""
+        return block(
+            config=self.config,
+            peft=self.peft,
+            dtype=self.dtype,
+            deterministic=self.deterministic,
+            name=name,
+            **extra,
+        )
+
     def dense(self, features: int, name: str) -> nn.Module:
         layer = nn.Dense(
             features,
@@ -133,11 +144,8 @@ class ResidualOutput(_Block):
 class Attention(_Block):
     @nn.compact
     def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
-        fields = dict(
-            config=self.config, peft=self.peft, dtype=self.dtype, deterministic=self.deterministic
-        )
-        context = SelfAttention(**fields, name="self")(hidden, bias)
-        return ResidualOutput(**fields, sublayer="attention", name="output")(context, hidden)
+        context = self.child(SelfAttention, "self")(hidden, bias)
+        return self.child(ResidualOutput, "output", sublayer="attention")(context, hidden)
 
 
 class Intermediate(_Block):
@@ -150,12 +158,9 @@ class Intermediate(_Block):
 class Layer(_Block):
     @nn.compact
     def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
-        fields = dict(
-            config=self.config, peft=self.peft, dtype=self.dtype, deterministic=self.deterministic
-        )
-        attended = Attention(**fields, name="attention")(hidden, bias)
-        expanded = Intermediate(**fields, name="intermediate")(attended)
-        return ResidualOutput(**fields, sublayer="ffn", name="output")(expanded, attended)
+        attended = self.child(Attention, "attention")(hidden, bias)
+        expanded = self.child(Intermediate, "intermediate")(attended)
+        return self.child(ResidualOutput, "output", sublayer="ffn")(expanded, attended)
 
 
 class LayerStack(_Block):
@@ -163,21 +168,15 @@ class LayerStack(_Block):
 
     @nn.compact
     def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
-        fields = dict(
-            config=self.config, peft=self.peft, dtype=self.dtype, deterministic=self.deterministic
-        )
         for i in range(self.config.num_hidden_layers):
-            hidden = Layer(**fields, name=str(i))(hidden, bias)
+            hidden = self.child(Layer, str(i))(hidden, bias)
         return hidden
 
 
 class Encoder(_Block):
     @nn.compact
     def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
-        fields = dict(
-            config=self.config, peft=self.peft, dtype=self.dtype, deterministic=self.deterministic
-        )
-        return LayerStack(**fields, name="layer")(hidden, bias)
+        return self.child(LayerStack, "layer")(hidden, bias)
 
 
 class Pooler(_Block):

@@ -61,8 +61,15 @@ def build(config, label_names=None) -> Setup:
     if config.dtype not in DTYPES:
         raise ValueError(f"dtype {config.dtype!r} unknown; use {' or '.join(DTYPES)}")
     tokenizer = load_tokenizer(config.model)
-    splits, names = data.prepare(config.data, tokenizer, config.train.seed, label_names)
+    splits, names = data.prepare(
+        config.data, tokenizer, config.train.seed, label_names, config.num_labels
+    )
     num_labels = config.num_labels or len(names)
+    if num_labels != len(names):
+        raise ValueError(
+            f"config.num_labels={num_labels} but the data's labels are {names[:10]} "
+            f"({len(names)}); fix --config.num_labels or data.label_field"
+        )
     model, params = from_pretrained(
         config.model,
         num_labels,

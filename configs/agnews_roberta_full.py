@@ -2,7 +2,7 @@
 
     python train.py --config configs/agnews_roberta_full.py
 Offline: ../shared/data/ag_news holds only test.csv, so local training needs a train.csv
-(same columns: label,title,description; labels 1-4, so id 0 goes unused) put beside it. There
+(same columns: label,title,description; labels 1-4 become ids 0-3) put beside it. There
 are no local RoBERTa weights; MiniLM (a BERT model) stands in:
     python train.py --config configs/agnews_roberta_full.py \
         --config.data.path=../shared/data/ag_news \

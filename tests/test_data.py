@@ -394,3 +394,34 @@ def test_too_long_example_is_an_error():
         ValueError, match="example 1 has 40 tokens, more than the largest bucket 32"
     ):
         batching.eval_batches(dataset, 2, (16, 32), pad_id=0)
+
+
+def test_one_based_integer_labels_become_sorted_classes(tmp_path):
+    """AG News labels 1-4: four classes (ids 0-3), not five with an unused 0."""
+    _write_tsv(tmp_path, "train", "sentence\tlabel\na\t1\nb\t4\nc\t2\nd\t3\n")
+    _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t4\nb\t1\n")
+    cfg = make_cfg(path=str(tmp_path), splits={"train": "train", "validation": "dev"})
+    splits = data.load_splits(cfg, 0)
+    names = data.label_names(splits, cfg)
+    assert names == ["1", "2", "3", "4"]
+    encoded = data.encode_labels(splits, names, cfg)
+    assert encoded["train"]["label"] == [0, 3, 1, 2] and encoded["validation"]["label"] == [3, 0]
+
+
+def test_config_num_labels_fixes_integer_classes(tmp_path):
+    _write_tsv(tmp_path, "train", "sentence\tlabel\na\t0\nb\t1\n")
+    _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t0\nb\t2\n")
+    cfg = make_cfg(path=str(tmp_path), splits={"train": "train", "validation": "dev"})
+    splits = data.load_splits(cfg, 0)
+    assert data.label_names(splits, cfg, num_labels=5) == ["0", "1", "2", "3", "4"]
+    with pytest.raises(ValueError, match=r"validation split row 1: label 2 out of range.*2"):
+        data.encode_labels(splits, data.label_names(splits, cfg, num_labels=2), cfg)
+
+
+def test_non_integer_label_names_split_and_row(tmp_path):
+    _write_tsv(tmp_path, "train", "sentence\tlabel\na\t0\nb\t1\n")
+    _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t0\nb\t\n")
+    cfg = make_cfg(path=str(tmp_path), splits={"train": "train", "validation": "dev"})
+    splits = data.load_splits(cfg, 0)
+    with pytest.raises(ValueError, match=r"validation split row 1: label '' is not an integer"):
+        data.encode_labels(splits, ["0", "1"], cfg)

@@ -167,3 +167,117 @@ def test_eval_of_a_folder_that_is_not_a_run(tmp_path):
     assert out.returncode != 0
     assert out.stderr.strip().splitlines()[-1].startswith("error:")
     assert "not a run folder" in out.stderr
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path, tiny_bert_vocab_dir, shared_data, monkeypatch
+):
+    """Epoch 1 is clean (checkpoint at step 8); epoch 2's batches carry NaN weights."""
+    from bertjax import batching
+
+    clean = batching.train_batches
+
+    def poisoned(*args, **kwargs):
+        for batch in clean(*args, **kwargs):
+            if args[4] == 1:  # the epoch argument
+                batch = {**batch, "weights": np.full_like(batch["weights"], np.nan)}
+            yield batch
+
+    monkeypatch.setattr(batching, "train_batches", poisoned)
+    config = run_config(
+        tmp_path / "run", tiny_bert_vocab_dir, shared_data / "sst2", **{"train.epochs": 2}
+    )
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 12.*checkpoints/last"):
+        training.train(config)
+    saved, meta = checkpoint.restore(tmp_path / "run" / "checkpoints" / "last")
+    assert meta["step"] == 8
+    leaves = jax.tree_util.tree_leaves(saved["trainable"])
+    assert all(np.isfinite(leaf).all() for leaf in leaves)
+
+
+def test_num_labels_that_disagrees_with_the_data(tmp_path, tiny_bert_vocab_dir, shared_data):
+    config = run_config(
+        tmp_path / "acl",
+        tiny_bert_vocab_dir,
+        shared_data / "acl_arc",
+        **{"data.text_fields": ("text",), "num_labels": 3},
+    )
+    with pytest.raises(ValueError, match=r"config.num_labels=3 but the data's labels are"):
+        training.train(config)
+
+
+def test_sigint_saves_last_and_the_same_command_resumes(tmp_path, tiny_bert_vocab_dir):
+    """A real SIGINT to train.py mid-epoch: checkpoints/last holds the step reached; the same
+    command then finishes the run."""
+    import signal
+    import time
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    rows = "".join(
+        f"sentence number {i} {'good' if i % 2 else 'bad'}\t{i % 2}\n" for i in range(400)
+    )
+    (data_dir / "train.tsv").write_text("sentence\tlabel\n" + rows)
+    (data_dir / "dev.tsv").write_text("sentence\tlabel\n" + "".join(rows.splitlines(True)[:40]))
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "train.py",
+        "--config",
+        "configs/tiny.py",
+        f"--config.model={tiny_bert_vocab_dir}",
+        f"--config.data.path={data_dir}",
+        f"--config.workdir={run}",
+        "--config.data.splits.test=",
+        "--config.data.max_train_examples=400",
+        "--config.train.batch_size=2",
+        "--config.train.log_every=1",
+    ]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr.decode()
+    assert "SIGINT at step" in stderr.decode()
+    step = json.loads((run / "checkpoints/last/meta.json").read_text())["step"]
+    assert 3 <= step < 200 and not (run / "summary.json").exists()
+    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"resumed {run} from step {step}" in out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["best_step"] == 200
+
+
+def test_eval_cli_metrics_and_predict(tmp_path, tiny_bert_vocab_dir, shared_data):
+    config = run_config(
+        tmp_path / "run",
+        tiny_bert_vocab_dir,
+        shared_data / "mrpc",
+        **{"data.text_fields": ("sentence1", "sentence2"), "peft.method": "bitfit"},
+    )
+    summary = training.train(config)
+    out = _cli("eval.py", "--ckpt", str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    metrics.pop("loss")
+    assert metrics == summary["validation"]
+    assert out.stdout.splitlines()[0].split() == ["metric", "validation"]
+
+    texts = tmp_path / "pairs.txt"
+    texts.write_text("He ate.\tHe had eaten.\nA cat sat on the mat.\tStocks fell sharply.\n")
+    out = _cli("eval.py", "--ckpt", str(tmp_path / "run"), "--predict", str(texts))
+    assert out.returncode == 0, out.stderr
+    lines = (tmp_path / "pairs.txt.predictions.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == ["sentence1", "sentence2", "label", "p_0", "p_1"]
+    for line in lines[1:]:
+        *_, label, p0, p1 = line.split("\t")
+        assert abs(float(p0) + float(p1) - 1) < 1e-5
+        assert label == ("0" if float(p0) > float(p1) else "1")
+    bad = tmp_path / "single.txt"
+    bad.write_text("only one text\n")
+    with pytest.raises(ValueError, match=r"single.txt line 1: each line needs 2 tab-separated"):
+        inference.predict_file(tmp_path / "run", bad, tmp_path / "out.tsv")
+    assert not (tmp_path / "out.tsv").exists()
