@@ -31,14 +31,28 @@ def save(folder: Path, tree, meta: dict) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _as_saved(checkpointer: ocp.StandardCheckpointer, path: Path):
+    """Shapes and dtypes of a saved tree, placed on this process's first device: a checkpoint
+    written on another mesh (say 4 devices) restores anywhere."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    saved = checkpointer.metadata(path).item_metadata.tree
+    return jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        saved,
+        is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"),
+    )
+
+
 def restore(folder: Path, like=None) -> tuple:
     """(tree, meta) restored against `like` (arrays or jax.eval_shape structs); without
-    `like`, as the nested dicts of arrays Orbax saved."""
+    `like`, as the nested dicts of arrays Orbax saved, on this process's first device."""
     folder = Path(folder).absolute()
-    abstract = (
-        None if like is None else jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
-    )
-    tree = _checkpointer().restore(folder / "state", abstract)
+    checkpointer = _checkpointer()
+    if like is None:
+        abstract = _as_saved(checkpointer, folder / "state")
+    else:
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+    tree = checkpointer.restore(folder / "state", abstract)
     return tree, json.loads((folder / "meta.json").read_text())
 
 

@@ -4,7 +4,7 @@ import datasets
 import jax
 import numpy as np
 
-from bertjax import batching
+from bertjax import batching, sharding
 from bertjax.metrics import compute_metrics
 from bertjax.steps import loss_fn
 
@@ -24,12 +24,15 @@ def predict(
     buckets: tuple[int, ...],
     pad_id: int,
     num_labels: int,
+    *,
+    mesh=None,
 ) -> np.ndarray:
-    """Logits [len(dataset), num_labels] in dataset order."""
+    """Logits [len(dataset), num_labels] in dataset order (batches split over `mesh`)."""
     logits = np.zeros((len(dataset), num_labels), np.float32)
     pending = []  # dispatch every batch before fetching any: no host sync per batch
     for batch in batching.eval_batches(dataset, batch_size, buckets, pad_id=pad_id):
-        pending.append((batch["index"], eval_step(trainable, frozen, model_inputs(batch))))
+        inputs = sharding.put_batch(model_inputs(batch), mesh)
+        pending.append((batch["index"], eval_step(trainable, frozen, inputs)))
     for index, out in pending:
         real = index >= 0
         logits[index[real]] = np.asarray(jax.device_get(out))[real]
@@ -44,8 +47,10 @@ def metrics_of(logits: np.ndarray, labels: np.ndarray, num_labels: int) -> dict:
 
 
 def evaluate(
-    eval_step, trainable, frozen, dataset, batch_size, buckets, pad_id, num_labels
+    eval_step, trainable, frozen, dataset, batch_size, buckets, pad_id, num_labels, *, mesh=None
 ) -> tuple[dict, np.ndarray]:
     """(metrics incl. "loss", logits) for a labelled split."""
-    logits = predict(eval_step, trainable, frozen, dataset, batch_size, buckets, pad_id, num_labels)
+    logits = predict(
+        eval_step, trainable, frozen, dataset, batch_size, buckets, pad_id, num_labels, mesh=mesh
+    )
     return metrics_of(logits, np.asarray(dataset["label"]), num_labels), logits

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 import peft
-from bertjax import checkpoint, data, runs
+from bertjax import checkpoint, data, runs, sharding
 from bertjax.evaluate import metrics_of, predict
 from bertjax.pretrained import load_tokenizer
 from bertjax.steps import make_eval_step
@@ -43,8 +43,10 @@ def load_run(run: Path, data_path: str | None = None):
 def _logits(setup, trainable, dataset, batch_size: int):
     """Logits of the run's model on an encoded split: one eval step, every example once."""
     _, frozen = peft.partition(setup.params, setup.mask)
+    mesh = sharding.data_mesh()
+    sharding.check_batch_size(batch_size, mesh, "train.eval_batch_size")
     return predict(
-        make_eval_step(setup.model),
+        make_eval_step(setup.model, mesh),
         trainable,
         frozen,
         dataset,
@@ -52,6 +54,7 @@ def _logits(setup, trainable, dataset, batch_size: int):
         setup.buckets,
         setup.pad_id,
         setup.model.num_labels,
+        mesh=mesh,
     )
 
 

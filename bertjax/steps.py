@@ -6,8 +6,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
 import peft
+from bertjax import sharding
 
 
 @flax.struct.dataclass
@@ -55,11 +57,22 @@ def _logits(model, params, batch, deterministic: bool, rng=None) -> jax.Array:
     ).logits
 
 
-def make_train_step(model, optimizer: optax.GradientTransformation):
+def _jit(fn, mesh: Mesh | None, inputs: tuple[str, ...], outputs, **kwargs):
+    """jax.jit; with a mesh, "batch" arguments are split by rows over it, the rest replicated."""
+    if mesh is None:
+        return jax.jit(fn, **kwargs)
+    make = {"batch": sharding.batch_sharding, "replicated": sharding.replicated}
+    shardings = jax.tree_util.tree_map(lambda kind: make[kind](mesh), (inputs, outputs))
+    return jax.jit(fn, in_shardings=shardings[0], out_shardings=shardings[1], **kwargs)
+
+
+def make_train_step(model, optimizer: optax.GradientTransformation, mesh: Mesh | None = None):
     """train_step(state, batch, rng) -> (state, metrics), jitted with the state donated.
 
     Only `state.trainable` is differentiated: frozen weights enter as constants of the
-    backward pass, so XLA never computes their weight gradients.
+    backward pass, so XLA never computes their weight gradients. With a `mesh`, the batch is
+    split over its devices (data parallel) and the state is replicated; XLA inserts the
+    gradient all-reduce.
     """
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
@@ -76,13 +89,19 @@ def make_train_step(model, optimizer: optax.GradientTransformation):
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
         return state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state), metrics
 
-    return jax.jit(train_step, donate_argnums=0)
+    return _jit(
+        train_step,
+        mesh,
+        ("replicated", "batch", "replicated"),
+        ("replicated", "replicated"),
+        donate_argnums=0,
+    )
 
 
-def make_eval_step(model):
+def make_eval_step(model, mesh: Mesh | None = None):
     """eval_step(trainable, frozen, batch) -> logits [batch, num_labels] (float32)."""
 
     def eval_step(trainable, frozen, batch):
         return _logits(model, peft.combine(frozen, trainable), batch, deterministic=True)
 
-    return jax.jit(eval_step)
+    return _jit(eval_step, mesh, ("replicated", "replicated", "batch"), "replicated")

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import peft
-from bertjax import batching, checkpoint, data, runs
+from bertjax import batching, checkpoint, data, runs, sharding
 from bertjax.evaluate import evaluate, model_inputs
 from bertjax.optim import make_optimizer
 from bertjax.plots import plot_curves
@@ -135,9 +135,13 @@ def train(config, overwrite: bool = False, interrupt_at: int | None = None) -> d
     steps_per_epoch = batching.num_train_batches(train_set, tc.batch_size)
     total_steps = tc.max_steps or tc.epochs * steps_per_epoch
     optimizer = make_optimizer(config.optim, math.ceil(total_steps / config.optim.accumulate))
+    mesh = sharding.data_mesh()
+    sharding.check_batch_size(tc.batch_size, mesh, "train.batch_size")
+    sharding.check_batch_size(tc.eval_batch_size, mesh, "train.eval_batch_size")
     state = init_state(setup.params, setup.mask, optimizer)
     num_labels = setup.model.num_labels
-    train_step, eval_step = make_train_step(setup.model, optimizer), make_eval_step(setup.model)
+    train_step = make_train_step(setup.model, optimizer, mesh)
+    eval_step = make_eval_step(setup.model, mesh)
     rng = jax.random.key(tc.seed)
     stats = batching.padding_stats(train_set, tc.batch_size, setup.buckets)
     log.info(
@@ -162,6 +166,7 @@ def train(config, overwrite: bool = False, interrupt_at: int | None = None) -> d
         log.info("resumed %s from step %d", run, int(state.step))
     else:
         runs.truncate_metrics(run, -1)
+    state = sharding.put_replicated(state, mesh)
 
     def save_last():
         meta = dict(step=int(state.step), best=best)
@@ -182,6 +187,7 @@ def train(config, overwrite: bool = False, interrupt_at: int | None = None) -> d
             setup.buckets,
             setup.pad_id,
             num_labels,
+            mesh=mesh,
         )
         loss = metrics.pop("loss")
         runs.append_metrics(run, _record(step, epoch, "validation", loss, metrics, None, start))
@@ -220,7 +226,9 @@ def train(config, overwrite: bool = False, interrupt_at: int | None = None) -> d
             )
             epoch_start, window, window_start = time.time(), [], time.time()
             for batch in batches:
-                state, metrics = train_step(state, model_inputs(batch), rng)
+                state, metrics = train_step(
+                    state, sharding.put_batch(model_inputs(batch), mesh), rng
+                )
                 step += 1
                 window.append(metrics["loss"])
                 if step % tc.log_every == 0 or step % steps_per_epoch == 0:
@@ -259,11 +267,18 @@ def train(config, overwrite: bool = False, interrupt_at: int | None = None) -> d
             epoch_times.append(time.time() - epoch_start)
             metrics = run_eval(step, step / steps_per_epoch)
             log.info("step %d validation: %s", step, json.dumps(metrics))
-    return finish(config, run, setup, eval_step, best, start, epoch_times)
+    return finish(config, run, setup, eval_step, best, start, epoch_times, mesh)
 
 
 def finish(
-    config, run: Path, setup: Setup, eval_step, best: dict, start: float, epoch_times: list[float]
+    config,
+    run: Path,
+    setup: Setup,
+    eval_step,
+    best: dict,
+    start: float,
+    epoch_times: list[float],
+    mesh=None,
 ) -> dict:
     """Test metrics from the best checkpoint, summary.json and curves.png."""
     _, frozen = peft.partition(setup.params, setup.mask)
@@ -281,6 +296,7 @@ def finish(
             setup.buckets,
             setup.pad_id,
             setup.model.num_labels,
+            mesh=mesh,
         )
         runs.append_metrics(
             run,

@@ -1,0 +1,49 @@
+"""Data parallelism: one device mesh, batches split over its "data" axis, state replicated.
+
+Every process builds the same global batch from the same seed; each device takes its rows
+(`put_batch`), so one code path serves one device, several local devices and several hosts
+(after `jax.distributed.initialize()`, see distributed.py).
+"""
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def data_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over all devices (of every process) by default."""
+    return Mesh(np.asarray(devices if devices is not None else jax.devices()), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the mesh; other axes whole."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, field: str) -> None:
+    if batch_size % mesh.size:
+        raise ValueError(
+            f"{field}={batch_size} is not divisible by the {mesh.size} devices of the mesh"
+        )
+
+
+def put_batch(batch: dict[str, np.ndarray], mesh: Mesh | None) -> dict:
+    """Host arrays (the same on every process) -> global arrays split by rows over the mesh."""
+    if mesh is None:
+        return batch
+    sharding = batch_sharding(mesh)
+    return {
+        key: jax.make_array_from_callback(value.shape, sharding, lambda index, v=value: v[index])
+        for key, value in batch.items()
+    }
+
+
+def put_replicated(tree, mesh: Mesh | None):
+    """A pytree copied whole onto every device of the mesh."""
+    return tree if mesh is None else jax.device_put(tree, replicated(mesh))
