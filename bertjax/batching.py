@@ -3,6 +3,8 @@
 from collections.abc import Iterator
 
 import datasets
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 Batch = dict[str, np.ndarray]
@@ -178,3 +180,16 @@ def padding_stats(
         "pad_fraction": 1 - real / max(slots, 1),
         "pad_fraction_unbucketed": 1 - real / max(len(plan) * batch_size * buckets[-1], 1),
     }
+
+
+def abstract_batch(batch_size: int, length: int, num_labels: int) -> dict:
+    """Shapes and dtypes of a training batch as train_batches makes it (for jax AOT lowering)."""
+    ints = jax.ShapeDtypeStruct((batch_size, length), jnp.int32)
+    label_dtype = jnp.float32 if num_labels == 1 else jnp.int32
+    return dict(
+        input_ids=ints,
+        attention_mask=ints,
+        token_type_ids=ints,
+        labels=jax.ShapeDtypeStruct((batch_size,), label_dtype),
+        weights=jax.ShapeDtypeStruct((batch_size,), jnp.float32),
+    )

@@ -105,3 +105,17 @@ def make_eval_step(model, mesh: Mesh | None = None):
         return _logits(model, peft.combine(frozen, trainable), batch, deterministic=True)
 
     return _jit(eval_step, mesh, ("replicated", "replicated", "batch"), "replicated")
+
+
+def compiled_memory(jitted_step, *args) -> dict | None:
+    """XLA's memory analysis of a jitted step for these (possibly abstract) arguments, in
+    bytes: argument, output, alias, temp, generated_code and total = argument + output -
+    alias (donated buffers) + temp (on CPU, XLA's own peak figure leaves temporaries out).
+    None where the backend gives no analysis. Compiles, never runs."""
+    stats = jitted_step.lower(*args).compile().memory_analysis()
+    if stats is None:
+        return None
+    names = ("argument", "output", "alias", "temp", "generated_code")
+    out = {name: int(getattr(stats, f"{name}_size_in_bytes")) for name in names}
+    out["total"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
+    return out

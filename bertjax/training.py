@@ -19,7 +19,7 @@ from bertjax.evaluate import evaluate, model_inputs
 from bertjax.optim import make_optimizer
 from bertjax.plots import plot_curves
 from bertjax.pretrained import from_pretrained, load_tokenizer
-from bertjax.steps import init_state, make_eval_step, make_train_step
+from bertjax.steps import compiled_memory, init_state, make_eval_step, make_train_step
 
 log = logging.getLogger("bertjax")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -142,6 +142,14 @@ def train(config, overwrite: bool = False, interrupt_at: int | None = None) -> d
     num_labels = setup.model.num_labels
     train_step = make_train_step(setup.model, optimizer, mesh)
     eval_step = make_eval_step(setup.model, mesh)
+    memory = compiled_memory(
+        train_step,
+        jax.eval_shape(lambda: state),
+        batching.abstract_batch(tc.batch_size, setup.buckets[-1], num_labels),
+        jax.random.key(0),
+    )
+    peak_memory_mb = round(memory["total"] / 2**20, 1) if memory else None
+    log.info("train step at the longest bucket: %s MiB of device memory (XLA)", peak_memory_mb)
     rng = jax.random.key(tc.seed)
     stats = batching.padding_stats(train_set, tc.batch_size, setup.buckets)
     log.info(
@@ -267,7 +275,7 @@ def train(config, overwrite: bool = False, interrupt_at: int | None = None) -> d
             epoch_times.append(time.time() - epoch_start)
             metrics = run_eval(step, step / steps_per_epoch)
             log.info("step %d validation: %s", step, json.dumps(metrics))
-    return finish(config, run, setup, eval_step, best, start, epoch_times, mesh)
+    return finish(config, run, setup, eval_step, best, start, epoch_times, mesh, peak_memory_mb)
 
 
 def finish(
@@ -279,6 +287,7 @@ def finish(
     start: float,
     epoch_times: list[float],
     mesh=None,
+    peak_memory_mb: float | None = None,
 ) -> dict:
     """Test metrics from the best checkpoint, summary.json and curves.png."""
     _, frozen = peft.partition(setup.params, setup.mask)
@@ -330,6 +339,7 @@ def finish(
         wall_time_s=round(time.time() - start, 2),
         seconds_per_epoch=round(float(np.mean(epoch_times)), 2) if epoch_times else None,
         examples_per_s=round(float(np.median(speeds)), 1) if speeds else None,
+        peak_memory_mb=peak_memory_mb,
     )
     runs.write_json(run / runs.SUMMARY_FILE, summary)
     plot_curves(records, run / runs.CURVES_FILE, title=config.name)

@@ -1,0 +1,147 @@
+"""report: runs grouped over seeds, mean ± std as numpy computes it, CSV and curve PNGs."""
+
+import csv
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from bertjax import report, runs, training
+from tests.conftest import run_config
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, tiny_bert_vocab_dir, shared_data) -> Path:
+    """sweep/head_s0, sweep/head_s1: two real 2-epoch runs that differ only in seed; and
+    sweep/more/bitfit_s0: head_s0's files relabelled as BitFit with other numbers and a
+    peak_memory_mb (a copy, to keep the test fast)."""
+    folder = tmp_path_factory.mktemp("sweep")
+    for seed in (0, 1):
+        config = run_config(
+            folder / f"head_s{seed}",
+            tiny_bert_vocab_dir,
+            shared_data / "sst2",
+            **{
+                "peft.method": "head",
+                "train.seed": seed,
+                "train.epochs": 2,
+                "data.max_length": 8,  # one bucket: one compile per step function
+                "data.max_train_examples": 16,
+                "data.max_eval_examples": 16,
+            },
+        )
+        training.train(config)
+    fake = folder / "more" / "bitfit_s0"
+    shutil.copytree(folder / "head_s0", fake)
+    config = json.loads((fake / runs.CONFIG_FILE).read_text())
+    config["peft"]["method"], config["name"] = "bitfit", "bitfit_s0"
+    runs.write_json(fake / runs.CONFIG_FILE, config)
+    summary = json.loads((fake / runs.SUMMARY_FILE).read_text())
+    summary.update(method="bitfit", peak_memory_mb=123.4, trainable_params=706)
+    summary["validation"]["accuracy"] = 0.8
+    runs.write_json(fake / runs.SUMMARY_FILE, summary)
+    return folder
+
+
+def _summaries(sweep: Path, pattern: str) -> list[dict]:
+    return [json.loads(f.read_text()) for f in sorted(sweep.glob(f"{pattern}/summary.json"))]
+
+
+def test_groups_and_mean_std(sweep, tmp_path):
+    result = report.write_report([sweep], tmp_path)
+    groups = result["groups"]
+    assert [(g["dataset"], g["method"], g["n"], g["seeds"]) for g in groups] == [
+        ("sst2", "head", 2, [0, 1]),
+        ("sst2", "bitfit", 1, [0]),
+    ]
+    head = _summaries(sweep, "head_s*")
+    for split in ("validation", "test"):
+        values = np.array([s[split]["accuracy"] for s in head])
+        mean, std, n = groups[0]["metrics"][split, "accuracy"]
+        assert (mean, std, n) == (values.mean(), values.std(ddof=1), 2)
+    text = result["markdown"]
+    acc = np.array([s["validation"]["accuracy"] for s in head])
+    assert f"{acc.mean():.3f} ± {acc.std(ddof=1):.3f}" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    lines = {line.split("|")[2].strip(): line for line in rows}
+    assert set(lines) == {"method", "head", "bitfit"}
+    assert lines["head"].rstrip(" |").endswith("–")  # no peak_memory_mb in these summaries
+    assert lines["bitfit"].rstrip(" |").endswith("123")
+    assert "| 0.800 |" in lines["bitfit"]  # one seed: the mean alone
+    assert f"{head[0]['trainable_params']:,} (" in lines["head"]
+    assert (tmp_path / "report.md").read_text() == text
+
+
+def test_csv_parses(sweep, tmp_path):
+    report.write_report([sweep / "head_s0", sweep / "head_s1", sweep / "more"], tmp_path)
+    with open(tmp_path / "report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["n"], r["seeds"]) for r in rows] == [
+        ("head", "2", "0;1"),
+        ("bitfit", "1", "0"),
+    ]
+    head = _summaries(sweep, "head_s*")
+    mcc = np.array([s["validation"]["mcc"] for s in head])
+    assert float(rows[0]["validation_mcc_mean"]) == pytest.approx(mcc.mean(), abs=1e-12)
+    assert float(rows[0]["validation_mcc_std"]) == pytest.approx(mcc.std(ddof=1), abs=1e-12)
+    assert rows[1]["validation_accuracy_std"] == ""  # one seed: no std
+    assert float(rows[1]["peak_memory_mb_mean"]) == 123.4 and rows[0]["peak_memory_mb_mean"] == ""
+    total = head[0]["total_params"]
+    assert float(rows[0]["trainable_percent"]) == pytest.approx(100 * 66 / total)
+
+
+def test_learning_curve_png(sweep, tmp_path):
+    files = report.write_report([sweep], tmp_path)["files"]
+    png = tmp_path / "curves_sst2.png"
+    assert png in files and png.read_bytes()[:8] == PNG_SIGNATURE
+    image = mpimg.imread(png)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0.01  # not blank
+    # The plotted curve: per epoch the mean of the two seeds' validation accuracy.
+    group = report.group_runs([report.load_run(sweep / f"head_s{s}") for s in (0, 1)])[0]
+    epochs, mean, std = report.curve(group["runs"], "accuracy")
+    per_seed = [
+        [
+            r["metrics"]["accuracy"]
+            for r in runs.read_metrics(sweep / f"head_s{s}")
+            if r["split"] == "validation"
+        ]
+        for s in (0, 1)
+    ]
+    np.testing.assert_array_equal(epochs, [1.0, 2.0])
+    np.testing.assert_allclose(mean, np.mean(per_seed, axis=0))
+    np.testing.assert_allclose(std, np.std(per_seed, axis=0, ddof=1))
+
+
+def test_cli_writes_into_the_sweep_folder(sweep, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("report_script", REPO / "report.py")
+    report_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report_script)
+    out = sweep / "more"  # a folder of runs: the default output folder
+    monkeypatch.setattr(sys, "argv", ["report.py", str(out)])
+    report_script.main()
+    printed = capsys.readouterr().out
+    assert printed.startswith("# Results") and "| bitfit |" in printed
+    assert {"report.md", "report.csv", "curves_sst2.png"} <= {p.name for p in out.iterdir()}
+    monkeypatch.setattr(sys, "argv", ["report.py", str(sweep / "nothing_here")])
+    with pytest.raises(SystemExit, match="no such folder"):
+        report_script.main()
+
+
+def test_settings_column_names_what_differs(sweep, tmp_path):
+    """Same method, two learning rates: two rows, told apart by a settings column."""
+    other = tmp_path / "runs" / "head_lr"
+    shutil.copytree(sweep / "head_s0", other)
+    config = json.loads((other / runs.CONFIG_FILE).read_text())
+    config["optim"]["lr"] = 0.01
+    runs.write_json(other / runs.CONFIG_FILE, config)
+    groups = report.group_runs([report.load_run(p) for p in (sweep / "head_s0", other)])
+    assert sorted(g["settings"] for g in groups) == ["optim.lr=0.001", "optim.lr=0.01"]
+    assert "| settings |" in report.markdown(groups)
