@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags
 
-from bertjax import inference
+from bertjax import inference, xla_cache
 
 _CKPT = flags.DEFINE_string("ckpt", None, "Run folder written by train.py.", required=True)
 _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"], "Split to evaluate.")
@@ -26,6 +26,7 @@ _OUT = flags.DEFINE_string(
 
 def main(argv):
     del argv
+    xla_cache.enable()
     try:
         if _PREDICT.value:
             out = _OUT.value or f"{_PREDICT.value}.predictions.tsv"

@@ -14,7 +14,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from bertjax import distributed, training
+from bertjax import distributed, training, xla_cache
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a configs/*.py file.", lock_config=True
@@ -27,6 +27,7 @@ def main(argv):
     del argv
     logging.getLogger("bertjax").setLevel(logging.INFO)
     distributed.maybe_initialize()
+    xla_cache.enable()
     try:
         summary = training.train(_CONFIG.value, overwrite=_OVERWRITE.value)
     except (ValueError, FileNotFoundError, FloatingPointError) as err:

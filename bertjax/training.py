@@ -91,7 +91,7 @@ def build(config, label_names=None) -> Setup:
     )
 
 
-class _StopFlag:
+class StopFlag:
     """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
 
     def __init__(self):
@@ -109,7 +109,8 @@ class _StopFlag:
             signal.signal(s, handler)
 
 
-def _record(step, epoch, split, loss, metrics, examples_per_s, start):
+def log_record(step, epoch, split, loss, metrics, examples_per_s, start):
+    """One metrics.jsonl line."""
     return dict(
         step=step,
         epoch=round(epoch, 4),
@@ -198,7 +199,7 @@ def train(config, overwrite: bool = False, interrupt_at: int | None = None) -> d
             mesh=mesh,
         )
         loss = metrics.pop("loss")
-        runs.append_metrics(run, _record(step, epoch, "validation", loss, metrics, None, start))
+        runs.append_metrics(run, log_record(step, epoch, "validation", loss, metrics, None, start))
         value = metrics[tc.select_metric]
         if value > best["value"]:
             best = dict(value=value, step=step, metrics=metrics)
@@ -213,7 +214,7 @@ def train(config, overwrite: bool = False, interrupt_at: int | None = None) -> d
     start = time.time()
     step = int(state.step)
     epoch_times = []
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         while step < total_steps:
             epoch, skip = divmod(step, steps_per_epoch)
             batches = batching.train_batches(
@@ -249,7 +250,7 @@ def train(config, overwrite: bool = False, interrupt_at: int | None = None) -> d
                     speed = len(window) * tc.batch_size / (time.time() - window_start)
                     runs.append_metrics(
                         run,
-                        _record(
+                        log_record(
                             step, step / steps_per_epoch, "train", loss, {}, round(speed, 1), start
                         ),
                     )
@@ -309,7 +310,7 @@ def finish(
         )
         runs.append_metrics(
             run,
-            _record(
+            log_record(
                 best["step"],
                 best["step"]
                 / max(

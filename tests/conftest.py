@@ -7,6 +7,21 @@ import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One persistent XLA cache for the session (and the train.py/eval.py it starts): the
+    same step shapes recur across tests; never the user's ~/.cache."""
+    import os
+
+    from bertjax import xla_cache
+
+    folder = tmp_path_factory.mktemp("xla_cache")
+    os.environ["BERTJAX_XLA_CACHE"] = str(folder)
+    xla_cache.enable(folder)
+    yield folder
+
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 TINY = dict(
