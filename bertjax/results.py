@@ -17,7 +17,7 @@ from bertjax import report
 STUDIES = (
     ("sst2", "SST-2: methods and a LoRA rank study", "accuracy", "make sst2"),
     ("mrpc", "MRPC: methods", "f1,accuracy", "make mrpc"),
-    ("imdb", "IMDb: full vs BitFit, learning rate x batch size", "accuracy", "make imdb"),
+    ("imdb", "IMDb: full vs BitFit, learning rate × batch size", "accuracy", "make imdb"),
     ("seeds", "SemEval-14 restaurants and ACL-ARC: 3 seeds", "accuracy,macro_f1", "make seeds"),
 )
 
@@ -38,10 +38,17 @@ def _machine() -> str:
 def study_section(folder: Path, title: str, metrics: str, command: str) -> str:
     lines = [f"## {title}", "", f"`{command}` (sizes and learning rates: Makefile)", ""]
     result = report.write_report([folder], folder, metrics.split(","))
-    lines.append(result["markdown"].strip())
+    lines.append(_demote(result["markdown"].replace("# Results", "", 1).strip(), 1))
     for sweep_md in sorted(folder.rglob("sweep.md")):
-        lines += ["", f"### {sweep_md.parent.name} grid", "", sweep_md.read_text().strip()]
+        lines += ["", f"### {sweep_md.parent.name} sweep", "", _demote(sweep_md.read_text(), 3)]
     return "\n".join(lines) + "\n"
+
+
+def _demote(markdown: str, levels: int) -> str:
+    """Headings pushed `levels` deeper, so included reports nest under their study."""
+    return "\n".join(
+        "#" * levels + line if line.startswith("#") else line for line in markdown.splitlines()
+    ).strip()
 
 
 def main(out: Path) -> str:
@@ -58,6 +65,8 @@ def main(out: Path) -> str:
         folder = out / name
         if folder.is_dir():
             parts.append(study_section(folder, title, metrics, command))
+        else:
+            parts.append(f"## {title}\n\nNot run yet: `{command}`.\n")
     return "\n".join(parts)
 
 
