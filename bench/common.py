@@ -60,6 +60,19 @@ def optim_config(lr=1e-4, weight_decay=0.01, warmup_ratio=0.0, grad_clip=1.0):
     )
 
 
+def random_batch(batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
+    """The fixed-shape batch of the step benchmarks (torch_ref.py builds the same one)."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 30000, (batch_size, seq_len)).astype(np.int32)
+    return dict(
+        input_ids=ids,
+        attention_mask=np.ones_like(ids),
+        token_type_ids=np.zeros_like(ids),
+        labels=rng.integers(0, 2, batch_size).astype(np.int32),
+        weights=np.ones(batch_size, np.float32),
+    )
+
+
 def median_time(fn, repeats: int) -> float:
     """Median wall seconds of fn() (which must block until its work is done) over repeats."""
     times = []

@@ -8,17 +8,14 @@ bench/step.py's job (performance issue).
 """
 
 import argparse
-import statistics
-import time
 
 import common
 import jax
-import numpy as np
 
 import bertjax
 import peft
 from bertjax.optim import make_optimizer
-from bertjax.steps import init_state, make_train_step
+from bertjax.steps import compiled_memory, init_state, make_train_step
 
 METHODS = common.METHODS
 
@@ -30,31 +27,24 @@ def measure(model_dir, method, batch_size, seq_len, repeats):
     optimizer = make_optimizer(common.optim_config(), 1000)
     state = init_state(params, mask, optimizer)
     step = make_train_step(model, optimizer)
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1000, 30000, (batch_size, seq_len)).astype(np.int32)
-    batch = dict(
-        input_ids=ids,
-        attention_mask=np.ones_like(ids),
-        token_type_ids=np.zeros_like(ids),
-        labels=rng.integers(0, 2, batch_size).astype(np.int32),
-        weights=np.ones(batch_size, np.float32),
-    )
+    batch = common.random_batch(batch_size, seq_len)
     key = jax.random.key(0)
-    memory = step.lower(state, batch, key).compile().memory_analysis()
+    memory = compiled_memory(step, state, batch, key)
     state, _ = step(state, batch, key)  # warm-up
     jax.block_until_ready(state)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+
+    def one_step():
+        nonlocal state
         state, metrics = step(state, batch, key)
         jax.block_until_ready(metrics["loss"])
-        times.append(time.perf_counter() - start)
-    temp = memory.temp_size_in_bytes if memory else float("nan")
-    args = memory.argument_size_in_bytes if memory else float("nan")
+
+    step_s = common.median_time(one_step, repeats)
+    temp = memory["temp"] if memory else float("nan")
+    args = memory["argument"] if memory else float("nan")
     return dict(
         method=method,
         trainable=peft.count(params, mask),
-        step_s=statistics.median(times),
+        step_s=step_s,
         temp_mib=temp / 2**20,
         args_mib=args / 2**20,
     )

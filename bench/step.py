@@ -16,7 +16,6 @@ import argparse
 
 import common
 import jax
-import numpy as np
 
 import bertjax
 import peft
@@ -52,17 +51,7 @@ def ours(model_dir: str, method: str, batch_size: int, seq_len: int, repeats: in
     mask = peft.trainable_mask(params, config or method)
     optimizer = make_optimizer(common.optim_config(), 1000)
     state = init_state(params, mask, optimizer)
-    rng = np.random.default_rng(0)  # torch_ref.py builds the same batch
-    ids = rng.integers(1000, 30000, (batch_size, seq_len)).astype(np.int32)
-    batch = jax.device_put(
-        dict(
-            input_ids=ids,
-            attention_mask=np.ones_like(ids),
-            token_type_ids=np.zeros_like(ids),
-            labels=rng.integers(0, 2, batch_size).astype(np.int32),
-            weights=np.ones(batch_size, np.float32),
-        )
-    )
+    batch = jax.device_put(common.random_batch(batch_size, seq_len))
     key = jax.random.key(0)
     step = make_train_step(model, optimizer).lower(state, batch, key).compile()
     cost = step.cost_analysis()
