@@ -52,7 +52,7 @@ imdb:  # full vs BitFit, lr x batch size; 500 training reviews at 128 tokens, 50
 	$(PYTHON) sweep.py --config configs/imdb_bitfit.py $(BASE) --config.data.path=$(DATA)/imdb \
 	  --config.data.max_length=128 --config.data.max_train_examples=500 \
 	  --config.data.max_eval_examples=500 --config.train.epochs=2 \
-	  --grid optim.lr=5e-3,1e-3 --grid train.batch_size=16,32 --vectorize \
+	  --grid optim.lr=1e-2,5e-3,1e-3 --grid train.batch_size=16,32 --vectorize \
 	  --workdir $(OUT)/imdb/bitfit
 
 seeds:  # 3 seeds of full fine-tuning, 800 training examples: SemEval-14 restaurants

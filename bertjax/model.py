@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from bertjax.config import ModelConfig
+from bertjax.dropout import dropout
 from peft.adapter import Adapter, AdapterConfig
 from peft.lora import LoraConfig, LoRADense, is_target
 
@@ -66,7 +67,9 @@ class _Block(nn.Module):
         return nn.LayerNorm(self.config.layer_norm_eps, dtype=self.dtype, name=name)
 
     def dropout(self, x: jax.Array, rate: float) -> jax.Array:
-        return nn.Dropout(rate)(x, deterministic=self.deterministic)
+        if self.deterministic or rate == 0:
+            return x
+        return dropout(x, rate, self.make_rng("dropout"))
 
     def adapter(self, x: jax.Array, sublayer: str) -> jax.Array:
         if isinstance(self.peft, AdapterConfig) and self.peft.placed_after(sublayer):
@@ -256,7 +259,8 @@ class SequenceClassifier(nn.Module):
         encoder = EncoderModel(cfg, self.peft, self.dtype, add_pooler=is_bert, name=cfg.family)
         out = encoder(input_ids, attention_mask, token_type_ids, deterministic)
         if is_bert:
-            pooled = nn.Dropout(cfg.head_dropout)(out.pooler_output, deterministic=deterministic)
+            key = None if deterministic or cfg.head_dropout == 0 else self.make_rng("dropout")
+            pooled = dropout(out.pooler_output, cfg.head_dropout, key)
             classifier = nn.Dense(
                 self.num_labels,
                 dtype=self.dtype,

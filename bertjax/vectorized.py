@@ -338,8 +338,9 @@ def _train(members: list[_Member], max_members: int | None, interrupt_at: int | 
                     )
         save_last()
 
-    def log_window(step, window, elapsed):
+    def log_window(step, window, window_start):
         losses = np.asarray(jnp.mean(jnp.stack(window), axis=0))  # the only host sync
+        elapsed = time.time() - window_start  # after the sync: the steps have run
         speed = round(len(window) * tc.batch_size / elapsed, 1)  # per member
         for i in live(range(k)):
             m = members[i]
@@ -401,7 +402,7 @@ def _train(members: list[_Member], max_members: int | None, interrupt_at: int | 
                 step += 1
                 window.append(losses)
                 if step % tc.log_every == 0 or step % steps_per_epoch == 0:
-                    log_window(step, window, time.time() - window_start)
+                    log_window(step, window, window_start)
                     window, window_start = [], time.time()
                 bar.update(1)
                 if tc.eval_every and step % tc.eval_every == 0 and step % steps_per_epoch:
