@@ -26,6 +26,10 @@ def test_masks_are_a_function_of_the_key():
     b = keep_mask(jax.random.key(2), SHAPE, 0.1)
     both_dropped = float(jnp.mean(~a & ~b))  # independent keys: 0.1 * 0.1
     assert abs(both_dropped - 0.01) < 5 * np.sqrt(0.01 * 0.99 / a.size)
+    raw = jax.random.PRNGKey(1)  # legacy uint32[2] keys, as Hugging Face Flax code passes them
+    np.testing.assert_array_equal(
+        keep_mask(raw, SHAPE, 0.1), keep_mask(jax.random.wrap_key_data(raw), SHAPE, 0.1)
+    )
     folded = [keep_mask(jax.random.fold_in(jax.random.key(1), i), (4096,), 0.5) for i in range(4)]
     assert len({np.asarray(m).tobytes() for m in folded}) == 4
 
