@@ -27,7 +27,7 @@ import peft
 from bertjax import batching, checkpoint, runs, training
 from bertjax.evaluate import MODEL_INPUTS, metrics_of, predict
 from bertjax.optim import make_optimizer
-from bertjax.steps import TrainState, make_eval_step, make_train_step
+from bertjax.steps import TrainState, compiled_memory, make_eval_step, make_train_step
 
 log = logging.getLogger("bertjax")
 MEMBER_FIELDS = (("optim", "lr"), ("train", "seed"))  # what may differ inside a group
@@ -120,6 +120,28 @@ def make_group_step(model, optim_cfg, total_updates: int):
         return _put(state, put, new), losses.at[put].set(metrics["loss"], mode="drop")
 
     return jax.jit(group_step, donate_argnums=0)
+
+
+def _peak_memory_mb(group_step, state, rngs, lrs, cap, batch_size, setup) -> float | None:
+    """XLA's compiled memory (MiB) of the widest group call (cap members) at the longest
+    bucket: the whole group's, which every member's summary reports as its peak memory."""
+    longest = batching.abstract_batch(batch_size, setup.buckets[-1], setup.model.num_labels)
+    stacked = {
+        key: jax.ShapeDtypeStruct((cap, *longest[key].shape), longest[key].dtype)
+        for key in MODEL_INPUTS
+    }
+    members = jax.ShapeDtypeStruct((cap,), jnp.int32)
+    memory = compiled_memory(
+        group_step,
+        jax.eval_shape(lambda: state),
+        jax.ShapeDtypeStruct(lrs.shape, jnp.float32),
+        members,
+        members,
+        stacked,
+        rngs,
+        lrs,
+    )
+    return round(memory["total"] / 2**20, 1) if memory else None
 
 
 def make_stacked_eval_step(model):
@@ -278,6 +300,7 @@ def _train(members: list[_Member], max_members: int | None, interrupt_at: int | 
     of_seed = {
         s: np.array([i for i, m in enumerate(members) if m.config.train.seed == s]) for s in seeds
     }
+    peak_memory_mb = _peak_memory_mb(group_step, state, rngs, lrs, cap, tc.batch_size, setup)
     eval_groups = {}  # members sharing one validation set are evaluated together
     for i, m in enumerate(members):
         valid = m.setup.splits["validation"]
@@ -428,6 +451,8 @@ def _train(members: list[_Member], max_members: int | None, interrupt_at: int | 
     return [
         dict(diverged_at=m.diverged_at)
         if m.diverged_at is not None
-        else training.finish(m.config, m.run, m.setup, plain_eval, m.best, start, epoch_times)
+        else training.finish(
+            m.config, m.run, m.setup, plain_eval, m.best, start, epoch_times, None, peak_memory_mb
+        )
         for m in members
     ]

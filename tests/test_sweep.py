@@ -72,6 +72,8 @@ def test_vectorized_equals_separate_runs(sweeps):
         sb = json.loads((b.run / runs.SUMMARY_FILE).read_text())
         assert sa["best_step"] == sb["best_step"]
         assert sa["trainable_params"] == sb["trainable_params"]
+        # The group's program holds 4 members' activations: more than one separate run.
+        assert sa["peak_memory_mb"] > sb["peak_memory_mb"] > 0
         for split in ("validation", "test"):
             assert sa[split].keys() == sb[split].keys()
             for name in sa[split]:
