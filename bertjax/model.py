@@ -31,6 +31,13 @@ class ModelOutput:
     logits: jax.Array | None = None
 
 
+def _dropout(module: nn.Module, x: jax.Array, rate: float, deterministic: bool) -> jax.Array:
+    """Hashed dropout under `module`'s "dropout" rng stream; draws no key when it is off."""
+    if deterministic or rate == 0:
+        return x
+    return dropout(x, rate, module.make_rng("dropout"))
+
+
 class _Block(nn.Module):
     """Shared fields and the Dense factory that swaps in LoRA where the config targets."""
 
@@ -67,9 +74,7 @@ class _Block(nn.Module):
         return nn.LayerNorm(self.config.layer_norm_eps, dtype=self.dtype, name=name)
 
     def dropout(self, x: jax.Array, rate: float) -> jax.Array:
-        if self.deterministic or rate == 0:
-            return x
-        return dropout(x, rate, self.make_rng("dropout"))
+        return _dropout(self, x, rate, self.deterministic)
 
     def adapter(self, x: jax.Array, sublayer: str) -> jax.Array:
         if isinstance(self.peft, AdapterConfig) and self.peft.placed_after(sublayer):
@@ -259,8 +264,7 @@ class SequenceClassifier(nn.Module):
         encoder = EncoderModel(cfg, self.peft, self.dtype, add_pooler=is_bert, name=cfg.family)
         out = encoder(input_ids, attention_mask, token_type_ids, deterministic)
         if is_bert:
-            key = None if deterministic or cfg.head_dropout == 0 else self.make_rng("dropout")
-            pooled = dropout(out.pooler_output, cfg.head_dropout, key)
+            pooled = _dropout(self, out.pooler_output, cfg.head_dropout, deterministic)
             classifier = nn.Dense(
                 self.num_labels,
                 dtype=self.dtype,

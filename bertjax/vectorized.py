@@ -130,17 +130,10 @@ def _peak_memory_mb(group_step, state, rngs, lrs, cap, batch_size, setup) -> flo
         key: jax.ShapeDtypeStruct((cap, *longest[key].shape), longest[key].dtype)
         for key in MODEL_INPUTS
     }
-    members = jax.ShapeDtypeStruct((cap,), jnp.int32)
-    memory = compiled_memory(
-        group_step,
-        jax.eval_shape(lambda: state),
-        jax.ShapeDtypeStruct(lrs.shape, jnp.float32),
-        members,
-        members,
-        stacked,
-        rngs,
-        lrs,
-    )
+    losses = jax.ShapeDtypeStruct(lrs.shape, jnp.float32)  # [K]
+    take = put = jax.ShapeDtypeStruct((cap,), jnp.int32)
+    abstract_state = jax.eval_shape(lambda: state)
+    memory = compiled_memory(group_step, abstract_state, losses, take, put, stacked, rngs, lrs)
     return round(memory["total"] / 2**20, 1) if memory else None
 
 
@@ -452,7 +445,8 @@ def _train(members: list[_Member], max_members: int | None, interrupt_at: int | 
         dict(diverged_at=m.diverged_at)
         if m.diverged_at is not None
         else training.finish(
-            m.config, m.run, m.setup, plain_eval, m.best, start, epoch_times, None, peak_memory_mb
+            *(m.config, m.run, m.setup, plain_eval, m.best, start, epoch_times),
+            peak_memory_mb=peak_memory_mb,
         )
         for m in members
     ]
