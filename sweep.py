@@ -54,7 +54,8 @@ def main(argv):
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     if result["interrupted"]:
-        sys.exit(f"interrupted; re-run the same command to resume ({result['report']} so far)")
+        print(f"interrupted; re-run the same command to resume ({result['report']} so far)")
+        sys.exit(result["interrupted"])
     print(result["report"])
 
 

@@ -29,10 +29,14 @@ def main(argv):
     distributed.maybe_initialize()
     xla_cache.enable()
     try:
-        summary = training.train(_CONFIG.value, overwrite=_OVERWRITE.value)
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+        result = training.train(_CONFIG.value, overwrite=_OVERWRITE.value)
+    except (ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
-    print(json.dumps(summary))
+    if "error" in result:  # diverged
+        sys.exit(f"error: {result['error']}")
+    if "exit_status" in result:  # stopped by a signal, checkpoints/last saved
+        sys.exit(result["exit_status"])
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

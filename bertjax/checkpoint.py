@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -68,3 +69,23 @@ def tree_hash(tree) -> str:
         digest.update(f"{jax.tree_util.keystr(path)}{leaf.dtype}{leaf.shape}".encode())
         digest.update(np.ascontiguousarray(leaf).tobytes())
     return digest.hexdigest()
+
+
+def candidates(folder: Path) -> list[tuple[Path, int | None]]:
+    """(folder, saved step or None when meta.json is missing) for `folder` and the siblings
+    `save` writes beside it (`.new` complete before it is renamed in, `.old` the previous
+    one), newest step first; only those that exist."""
+    folder = Path(folder).absolute()
+    found = []
+    for path in (
+        folder,
+        folder.with_name(folder.name + ".new"),
+        folder.with_name(folder.name + ".old"),
+    ):
+        if path.is_dir():
+            try:
+                step = json.loads((path / "meta.json").read_text()).get("step", -1)
+            except (OSError, ValueError):
+                step = None
+            found.append((path, step))
+    return sorted(found, key=lambda c: math.inf if c[1] is None else -c[1])

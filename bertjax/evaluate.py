@@ -3,6 +3,7 @@
 import datasets
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from bertjax import batching, sharding
 from bertjax.metrics import compute_metrics
@@ -26,14 +27,17 @@ def predict(
     num_labels: int,
     *,
     mesh=None,
+    desc: str | None = None,
 ) -> np.ndarray:
-    """Logits [len(dataset), num_labels] in dataset order (batches split over `mesh`)."""
+    """Logits [len(dataset), num_labels] in dataset order (batches split over `mesh`); a
+    progress bar titled `desc` when given (and output is a terminal)."""
     logits = np.zeros((len(dataset), num_labels), np.float32)
     pending = []  # dispatch every batch before fetching any: no host sync per batch
     for batch in batching.eval_batches(dataset, batch_size, buckets, pad_id=pad_id):
         inputs = sharding.put_batch(model_inputs(batch), mesh)
         pending.append((batch["index"], eval_step(trainable, frozen, inputs)))
-    for index, out in pending:
+    bar = tqdm(pending, desc=desc, unit="batch", disable=None if desc else True, leave=False)
+    for index, out in bar:
         real = index >= 0
         logits[index[real]] = np.asarray(jax.device_get(out))[real]
     return logits

@@ -10,10 +10,10 @@ import numpy as np
 
 import peft
 from bertjax import checkpoint, data, runs, sharding
+from bertjax.build import build
 from bertjax.evaluate import metrics_of, predict
 from bertjax.pretrained import load_tokenizer
 from bertjax.steps import make_eval_step
-from bertjax.training import build
 
 
 def load_run(run: Path, data_path: str | None = None):

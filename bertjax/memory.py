@@ -50,12 +50,12 @@ from flax.traverse_util import flatten_dict
 
 import peft
 from bertjax.batching import abstract_batch
+from bertjax.build import peft_config
 from bertjax.config import ModelConfig, model_config_from_hf
 from bertjax.model import build
 from bertjax.optim import make_optimizer
 from bertjax.pretrained import read_hf_config, resolve
 from bertjax.steps import compiled_memory, init_state, make_train_step
-from bertjax.training import peft_config
 
 METHODS = ("full", "bitfit", "lora", "adapter")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2}

@@ -5,11 +5,11 @@ import optax
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 
-def learning_rate_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
-    """Linear warmup over warmup_ratio·total_steps, then "linear" | "constant" | "cosine"."""
+def learning_rate_schedule(optim_cfg, total_steps: int, lr: float = 1.0) -> optax.Schedule:
+    """Linear warmup over warmup_ratio·total_steps to `lr`, then "linear" | "constant" |
+    "cosine" decay. The default peak 1.0 gives the unit schedule that make_optimizer scales."""
     warmup = int(optim_cfg.warmup_ratio * total_steps)
     decay_steps = max(total_steps - warmup, 1)
-    lr = optim_cfg.lr
     decays = {
         "linear": optax.linear_schedule(lr, 0.0, decay_steps),
         "constant": optax.constant_schedule(lr),
@@ -35,21 +35,23 @@ def decay_mask(params):
 
 
 def make_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:
-    """clip → AdamW(schedule, decay mask), accumulated over optim.accumulate micro-batches.
+    """clip → AdamW(lr · unit schedule, decay mask), accumulated over optim.accumulate
+    micro-batches.
 
+    The peak learning rate is data, not code: `optim_cfg.lr` is only the initial value of
+    `lr` in the optimizer state (optax.inject_hyperparams), so runs with different learning
+    rates share one compiled step (each run's state is initialised by its own optimizer).
     Build it for the trainable tree only: frozen leaves then have no optimizer state.
     """
-    parts = []
-    if optim_cfg.grad_clip:
-        parts.append(optax.clip_by_global_norm(optim_cfg.grad_clip))
-    parts.append(
-        optax.adamw(
-            learning_rate_schedule(optim_cfg, total_steps),
-            weight_decay=optim_cfg.weight_decay,
-            mask=decay_mask,
-        )
-    )
-    tx = optax.chain(*parts)
+    unit = learning_rate_schedule(optim_cfg, total_steps)
+
+    def adamw(lr):
+        parts = [optax.clip_by_global_norm(optim_cfg.grad_clip)] if optim_cfg.grad_clip else []
+        schedule = lambda count: lr * unit(count)
+        parts.append(optax.adamw(schedule, weight_decay=optim_cfg.weight_decay, mask=decay_mask))
+        return optax.chain(*parts)
+
+    tx = optax.inject_hyperparams(adamw)(lr=optim_cfg.lr)
     if optim_cfg.accumulate > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=optim_cfg.accumulate)
     return tx

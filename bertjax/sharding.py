@@ -17,9 +17,9 @@ def data_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices if devices is not None else jax.devices()), (DATA_AXIS,))
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over the mesh; other axes whole."""
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+def batch_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
+    """The batch axis (`axis`: 0, or 1 behind a member axis) split over the mesh; others whole."""
+    return NamedSharding(mesh, PartitionSpec(*[None] * axis, DATA_AXIS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -33,11 +33,12 @@ def check_batch_size(batch_size: int, mesh: Mesh, field: str) -> None:
         )
 
 
-def put_batch(batch: dict[str, np.ndarray], mesh: Mesh | None) -> dict:
-    """Host arrays (the same on every process) -> global arrays split by rows over the mesh."""
+def put_batch(batch: dict[str, np.ndarray], mesh: Mesh | None, axis: int = 0) -> dict:
+    """Host arrays (the same on every process) -> global arrays split by rows (along `axis`)
+    over the mesh."""
     if mesh is None:
         return batch
-    sharding = batch_sharding(mesh)
+    sharding = batch_sharding(mesh, axis)
     return {
         key: jax.make_array_from_callback(value.shape, sharding, lambda index, v=value: v[index])
         for key, value in batch.items()

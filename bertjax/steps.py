@@ -28,9 +28,11 @@ class TrainState:
 
 
 def init_state(params, mask, optimizer: optax.GradientTransformation) -> TrainState:
-    """A fresh state; copies `params`, since the train step donates (deletes) its input."""
+    """A fresh state of one run, stacked as a group of K = 1 (see `make_train_step`); copies
+    `params`, since the train step donates (deletes) its input."""
     trainable, frozen = peft.partition(jax.tree_util.tree_map(jnp.copy, params), mask)
-    return TrainState(jnp.zeros((), jnp.int32), trainable, frozen, optimizer.init(trainable))
+    state = TrainState(jnp.zeros((), jnp.int32), trainable, None, optimizer.init(trainable))
+    return stack_states([state]).replace(frozen=frozen)
 
 
 def loss_fn(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
@@ -57,23 +59,27 @@ def _logits(model, params, batch, deterministic: bool, rng=None) -> jax.Array:
     ).logits
 
 
-def _jit(fn, mesh: Mesh | None, inputs: tuple[str, ...], outputs, **kwargs):
-    """jax.jit; with a mesh, "batch" arguments are split by rows over it, the rest replicated."""
+def _jit(fn, mesh: Mesh | None, inputs: tuple, outputs, **kwargs):
+    """jax.jit; with a mesh, "batch" arguments are split by rows over it ("members" ones by
+    their second axis, the first being the member axis), the rest replicated."""
     if mesh is None:
         return jax.jit(fn, **kwargs)
-    make = {"batch": sharding.batch_sharding, "replicated": sharding.replicated}
-    shardings = jax.tree_util.tree_map(lambda kind: make[kind](mesh), (inputs, outputs))
+    make = {
+        "batch": lambda: sharding.batch_sharding(mesh),
+        "members": lambda: sharding.batch_sharding(mesh, axis=1),
+        "replicated": lambda: sharding.replicated(mesh),
+    }
+    shardings = jax.tree_util.tree_map(lambda kind: make[kind](), (inputs, outputs))
     return jax.jit(fn, in_shardings=shardings[0], out_shardings=shardings[1], **kwargs)
 
 
-def make_train_step(model, optimizer: optax.GradientTransformation, mesh: Mesh | None = None):
-    """train_step(state, batch, rng) -> (state, metrics), jitted with the state donated.
+# The member axis: trainable state, optimizer state (holding each run's learning rate), step,
+# data and dropout key are stacked; the frozen base is shared.
+MEMBER_AXES = TrainState(step=0, trainable=0, frozen=None, opt_state=0)
 
-    Only `state.trainable` is differentiated: frozen weights enter as constants of the
-    backward pass, so XLA never computes their weight gradients. With a `mesh`, the batch is
-    split over its devices (data parallel) and the state is replicated; XLA inserts the
-    gradient all-reduce.
-    """
+
+def _train_step(model, optimizer: optax.GradientTransformation):
+    """One run's step(state, batch, rng) -> (state, metrics), not jitted."""
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         dropout_rng = jax.random.fold_in(rng, state.step)
@@ -89,13 +95,80 @@ def make_train_step(model, optimizer: optax.GradientTransformation, mesh: Mesh |
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
         return state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state), metrics
 
+    return train_step
+
+
+def _members_step(model, optimizer: optax.GradientTransformation):
+    """One run's step under vmap over the member axis (the frozen base shared)."""
+    step = _train_step(model, optimizer)
+    return jax.vmap(step, in_axes=(MEMBER_AXES, 0, 0), out_axes=(MEMBER_AXES, 0))
+
+
+def make_train_step(model, optimizer: optax.GradientTransformation, mesh: Mesh | None = None):
+    """train_step(state, batches, rngs) -> (state, metrics) for K ≥ 1 runs at once.
+
+    state: TrainState stacked over K members along a leading axis (`stack_states`), frozen
+    shared; batches: model inputs [K, batch, len]; rngs: [K] keys; metrics: loss [K] and
+    grad_norm [K]. It is one run's step under `vmap`, jitted with the state donated. Only
+    `state.trainable` is differentiated: frozen weights enter as constants of the backward
+    pass, so XLA never computes their weight gradients. With a `mesh`, every member's batch
+    is split by rows over its devices (data parallel) and the state is replicated; XLA
+    inserts the gradient all-reduce.
+    """
+    step = _members_step(model, optimizer)
     return _jit(
-        train_step,
+        step,
         mesh,
-        ("replicated", "batch", "replicated"),
+        ("replicated", "members", "replicated"),
         ("replicated", "replicated"),
         donate_argnums=0,
     )
+
+
+def make_subset_step(model, optimizer: optax.GradientTransformation, mesh: Mesh | None = None):
+    """subset_step(state, take, put, batches, rngs) -> (state, metrics): the K-member step
+    for the members `take` [s] only (batches [s, batch, len]); results go back to `put` [s],
+    where an index ≥ K (a padding slot repeating a member of take) is dropped. metrics [s].
+
+    For members whose batches differ in length at a step: each length takes its own call.
+    """
+    step = _members_step(model, optimizer)
+
+    def subset_step(state, take, put, batches, rngs):
+        taken = _per_member(lambda x: x[take], state)
+        new, metrics = step(taken, batches, rngs[take])
+        placed = _per_member(lambda old, value: old.at[put].set(value, mode="drop"), state, new)
+        return placed, metrics
+
+    replicated = ("replicated",) * 3
+    return _jit(
+        subset_step,
+        mesh,
+        (*replicated, "members", "replicated"),
+        ("replicated", "replicated"),
+        donate_argnums=0,
+    )
+
+
+def _per_member(fn, *states: TrainState) -> TrainState:
+    """fn over the leaves of the members' parts of `states` (all but the shared frozen base)."""
+    parts = [s.replace(frozen=None) for s in states]
+    return jax.tree_util.tree_map(fn, *parts).replace(frozen=states[0].frozen)
+
+
+def stack_states(states: list[TrainState]) -> TrainState:
+    """K single-run states (one frozen base) -> one state stacked over the member axis."""
+    return _per_member(lambda *xs: jnp.stack(xs), *states)
+
+
+def run_state(state: TrainState, i: int) -> TrainState:
+    """Run i's own state out of a stacked one (its step, trainable and optimizer state)."""
+    return _per_member(lambda x: x[i], state)
+
+
+def member(tree, i):
+    """Member i (an int) or members i (an index array) of a stacked tree."""
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
 
 
 def make_eval_step(model, mesh: Mesh | None = None):
@@ -103,6 +176,22 @@ def make_eval_step(model, mesh: Mesh | None = None):
 
     def eval_step(trainable, frozen, batch):
         return _logits(model, peft.combine(frozen, trainable), batch, deterministic=True)
+
+    return _jit(eval_step, mesh, ("replicated", "replicated", "batch"), "replicated")
+
+
+def make_members_eval_step(model, mesh: Mesh | None = None):
+    """eval_step(trainables [s, …], frozen, batch) -> logits [batch, s · num_labels]: the
+    members' logits side by side, so `evaluate.predict` handles s members at once."""
+
+    def one(trainable, frozen, batch):
+        return _logits(model, peft.combine(frozen, trainable), batch, deterministic=True)
+
+    members = jax.vmap(one, in_axes=(0, None, None))
+
+    def eval_step(trainables, frozen, batch):
+        logits = members(trainables, frozen, batch)  # [s, batch, num_labels]
+        return jnp.transpose(logits, (1, 0, 2)).reshape(logits.shape[1], -1)
 
     return _jit(eval_step, mesh, ("replicated", "replicated", "batch"), "replicated")
 

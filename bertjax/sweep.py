@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # files only, never a display
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bertjax import runs, training, vectorized  # noqa: E402
+from bertjax import runs, training  # noqa: E402
 
 log = logging.getLogger("bertjax")
 
@@ -148,9 +148,7 @@ def finished(cell: Cell) -> bool:
     if not (cell.run / runs.SUMMARY_FILE).is_file():
         return False
     saved = json.loads((cell.run / runs.CONFIG_FILE).read_text())
-    new = runs.config_dict(cell.config)
-    saved.pop("workdir", None), new.pop("workdir", None)
-    if saved != new:
+    if runs.differences(saved, runs.config_dict(cell.config)):
         raise ValueError(
             f"{cell.run} holds a finished run with a different config; choose another --workdir"
         )
@@ -171,7 +169,7 @@ def run_sweep(
 
     Finished cells (summary.json) are skipped and a half-finished one resumes from its
     checkpoints/last. With `vectorize`, cells that differ only in optim.lr and train.seed
-    train together (bertjax.vectorized, at most `max_members` per vmapped call); a group
+    train together (training.train_runs, at most `max_members` per call of the step); a group
     with an unfinished member resumes from the members' last checkpoints when they agree,
     else restarts.
     """
@@ -180,31 +178,21 @@ def run_sweep(
     cells = make_cells(config, grid, seeds, folder)
     if vectorize:
         for cell in cells:
-            vectorized.check_vectorizable(cell.config)
+            training.check_vectorizable(cell.config)
     todo = [c for c in cells if not finished(c)]
     log.info("sweep %s: %d runs, %d to do", folder, len(cells), len(todo))
-    failed, interrupted = {}, False
-    if vectorize:
-        groups = {}
-        for cell in todo:
-            groups.setdefault(vectorized.group_key(cell.config), []).append(cell)
-        batches = list(groups.values())
-    else:
-        batches = [[cell] for cell in todo]
-    for members in batches:
-        if vectorize:
-            results = vectorized.train_group([c.config for c in members], max_members)
-        else:
-            try:
-                results = [training.train(members[0].config)]
-            except FloatingPointError as err:
-                log.error("%s: %s", members[0].name, err)
-                results = [dict(diverged_at=None)]
+    groups = {}
+    for cell in todo:  # one group per cell, or per group_key with --vectorize
+        key = training.group_key(cell.config) if vectorize else cell.name
+        groups.setdefault(key, []).append(cell)
+    failed, interrupted = {}, None
+    for members in groups.values():
+        results = training.train_runs([c.config for c in members], max_members=max_members)
         for cell, result in zip(members, results, strict=True):
             if "diverged_at" in result:
                 failed[cell.name] = "diverged"
-        if any("interrupted_at" in r for r in results):
-            interrupted = True
+            interrupted = interrupted or result.get("exit_status")
+        if interrupted:
             break
     folder.mkdir(parents=True, exist_ok=True)
     summary = write_report(folder, config, grid, seeds, cells, failed)

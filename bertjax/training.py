@@ -1,12 +1,21 @@
-"""The training run: data → model → jitted steps → evaluation, checkpoints and logs."""
+"""The training loop: K ≥ 1 runs of one config (differing only in learning rate and seed)
+trained by one jitted step, each into its own run folder.
 
-import dataclasses
+K = 1 is a plain run. K > 1 (`sweep.py --vectorize`) stacks the runs' trainable parameters,
+optimizer states (holding each run's learning rate), data and dropout keys along a member
+axis over one shared frozen base. Runs keep their own data (seeded subset and order), so at a
+step their batches may differ in length; padding them to one length would change the dropout
+masks, so each length takes its own call and every run computes what it computes alone, up
+to float rounding of the batched matmuls.
+"""
+
+import hashlib
 import json
 import logging
 import math
+import os
 import signal
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,103 +23,85 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import peft
-from bertjax import batching, checkpoint, data, runs, sharding
-from bertjax.evaluate import evaluate, model_inputs
+from bertjax import batching, data, runs, sharding
+from bertjax.build import Setup, build
+from bertjax.evaluate import MODEL_INPUTS, metrics_of, predict
 from bertjax.optim import make_optimizer
 from bertjax.plots import plot_curves
-from bertjax.pretrained import from_pretrained, load_tokenizer
-from bertjax.steps import compiled_memory, init_state, make_eval_step, make_train_step
+from bertjax.steps import (
+    TrainState,
+    compiled_memory,
+    make_members_eval_step,
+    make_subset_step,
+    make_train_step,
+    member,
+    stack_states,
+)
 
 log = logging.getLogger("bertjax")
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+MEMBER_FIELDS = ("optim.lr", "train.seed")  # what may differ between runs trained together
+NAMING_FIELDS = ("name", "workdir")
+SELF_SIGNAL = "BERTJAX_SELF_SIGNAL"  # tests: "SIGINT@train:5" sends SIGINT after step 5
 
 
-def peft_config(config):
-    """The peft module config for config.peft.method (None for full/head/bitfit)."""
-    method = config.peft.method
-    if method == "lora":
-        lora = config.peft.lora
-        return peft.LoraConfig(lora.rank, lora.alpha, lora.dropout, tuple(lora.targets))
-    if method == "adapter":
-        return peft.AdapterConfig(**config.peft.adapter.to_dict())
-    if method not in ("full", "head", "bitfit"):
-        raise ValueError(f"peft.method {method!r} unknown; use full, head, bitfit, lora, adapter")
-    return None
+def group_key(config) -> str:
+    """Configs with equal keys can train together: they differ only in MEMBER_FIELDS and
+    naming."""
+    resolved = runs.without(runs.config_dict(config), NAMING_FIELDS + MEMBER_FIELDS)
+    return json.dumps(resolved, sort_keys=True)
 
 
-def mask_method(config):
-    return peft_config(config) or config.peft.method
+def check_group(configs: list) -> None:
+    if len({group_key(c) for c in configs}) != 1:
+        raise ValueError("runs trained together may differ only in optim.lr and train.seed")
+    if len(configs) > 1:
+        check_vectorizable(configs[0])
 
 
-@dataclasses.dataclass
-class Setup:
-    """Everything a run (or its evaluation) rebuilds from the config."""
-
-    model: object
-    params: dict
-    mask: dict
-    splits: dict
-    label_names: list
-    pad_id: int
-    buckets: tuple
-    base_hash: str
-
-
-def build(config, label_names=None) -> Setup:
-    """Tokenizer, data splits, labels and the model with its trainable mask."""
-    if config.dtype not in DTYPES:
-        raise ValueError(f"dtype {config.dtype!r} unknown; use {' or '.join(DTYPES)}")
-    tokenizer = load_tokenizer(config.model)
-    splits, names = data.prepare(
-        config.data, tokenizer, config.train.seed, label_names, config.num_labels
-    )
-    num_labels = config.num_labels or len(names)
-    if num_labels != len(names):
+def check_vectorizable(config) -> None:
+    if config.peft.method == "full":
         raise ValueError(
-            f"config.num_labels={num_labels} but the data's labels are {names[:10]} "
-            f"({len(names)}); fix --config.num_labels or data.label_field"
+            "--vectorize needs a PEFT method (head, bitfit, lora, adapter): full fine-tuning "
+            "would hold a copy of the whole model per run; drop --vectorize"
         )
-    model, params = from_pretrained(
-        config.model,
-        num_labels,
-        peft=peft_config(config),
-        dtype=DTYPES[config.dtype],
-        seed=config.train.seed,
-    )
-    mask = peft.trainable_mask(params, mask_method(config))
-    _, frozen = peft.partition(params, mask)
-    return Setup(
-        model,
-        params,
-        mask,
-        splits,
-        names,
-        tokenizer.pad_token_id,
-        batching.bucket_lengths(config.data.max_length),
-        checkpoint.tree_hash(frozen),
-    )
 
 
 class StopFlag:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
+    """SIGINT/SIGTERM become a flag the loop checks after each step, evaluation and save
+    (a second one stops at once). `at(phase, step)` sends the signal that $BERTJAX_SELF_SIGNAL
+    names ("SIGINT@eval:8") at that point: a real signal at a known step, for tests."""
 
     def __init__(self):
         self.signal = None
+        name, _, where = os.environ.get(SELF_SIGNAL, "").partition("@")
+        self._self_signal = (name, where) if name else None
 
     def __enter__(self):
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def _handle(self, signum, frame):
+        if self.signal:
+            raise KeyboardInterrupt
         self.signal = signal.Signals(signum).name
+        log.warning("%s: stopping after the current step (again to stop at once)", self.signal)
 
     def __exit__(self, *exc):
         for s, handler in self._old.items():
             signal.signal(s, handler)
 
+    def at(self, phase: str, step: int) -> None:
+        if self._self_signal and self._self_signal[1] == f"{phase}:{step}":
+            os.kill(os.getpid(), signal.Signals[self._self_signal[0]])
 
-def log_record(step, epoch, split, loss, metrics, examples_per_s, start):
-    """One metrics.jsonl line."""
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal number, as a shell reports a process the signal ended."""
+        return 128 + signal.Signals[self.signal]
+
+
+def log_record(step, epoch, split, loss, metrics, examples_per_s, run: runs.Run):
+    """One metrics.jsonl line; `elapsed` counts the run's earlier sessions too."""
     return dict(
         step=step,
         epoch=round(epoch, 4),
@@ -118,188 +109,390 @@ def log_record(step, epoch, split, loss, metrics, examples_per_s, start):
         loss=None if loss is None else float(loss),
         metrics=metrics,
         examples_per_s=examples_per_s,
-        elapsed=round(time.time() - start, 2),
+        elapsed=round(run.seconds(), 2),
     )
 
 
-def train(config, overwrite: bool = False, interrupt_at: int | None = None) -> dict:
-    """Runs (or resumes) training as configured; returns the summary written to the run.
+def train(config, overwrite: bool = False) -> dict:
+    """Runs (or resumes) one run; returns its result (see `train_runs`)."""
+    return train_runs([config], overwrite)[0]
 
-    interrupt_at: behave as if SIGINT arrived after this step (tests of resume).
+
+def train_runs(configs: list, overwrite: bool = False, max_members: int | None = None) -> list:
+    """Trains runs that differ only in optim.lr and train.seed as one program.
+
+    Returns per config its summary (also in summary.json), {"interrupted_at": step,
+    "signal": name, "exit_status": 130 | 143} after a signal (checkpoints/last saved), or
+    {"diverged_at": step, "error": …} when its loss became non-finite (the others go on).
+    A finished run (summary.json) is left as it is. max_members: at most this many runs per
+    call of the step (activation memory grows with it); None: all.
     """
-    run = runs.open_run(config, overwrite)
-    setup = build(config)
-    runs.write_json(run / runs.LABELS_FILE, setup.label_names)
-    runs.write_json(run / runs.BASE_FILE, dict(model=config.model, sha256=setup.base_hash))
-    train_set, valid_set = setup.splits["train"], setup.splits["validation"]
-    tc = config.train
-    steps_per_epoch = batching.num_train_batches(train_set, tc.batch_size)
+    check_group(configs)
+    members = [runs.check_folder(c, overwrite) for c in configs]
+    with runs.held([m.folder for m in members]):
+        results = {}
+        for i, m in enumerate(members):
+            summary = None if overwrite else runs.finished_summary(m)
+            if summary is not None:
+                log.info("%s is finished (summary.json); nothing to do", m.folder)
+                results[i] = summary
+        todo = [i for i in range(len(members)) if i not in results]
+        if todo:
+            trained = _train_new([members[i] for i in todo], overwrite, max_members)
+            results.update(zip(todo, trained, strict=True))
+    return [results[i] for i in range(len(members))]
+
+
+def _setups(members: list[runs.Run]) -> list[Setup]:
+    """Each run's Setup (built once per seed), all on one copy of the frozen base."""
+    by_seed, first = {}, {}
+    for m in members:
+        seed = m.config.train.seed
+        if seed not in by_seed:
+            setup = by_seed[seed] = build(m.config)
+            base = first.setdefault(setup.base_hash, setup)
+            if base is not setup:
+                _, frozen = peft.partition(base.params, base.mask)
+                setup.params = peft.combine(frozen, peft.split(setup.params, setup.mask))
+    return [by_seed[m.config.train.seed] for m in members]
+
+
+def _train_new(members: list[runs.Run], overwrite: bool, max_members: int | None) -> list:
+    setups = _setups(members)
+    for m, setup in zip(members, setups, strict=True):
+        base = dict(model=m.config.model, sha256=setup.base_hash)
+        runs.start(m, setup.label_names, base, overwrite)
+    # Seeds only initialise trainable parts (head, LoRA, adapters); a base checkpoint lacking
+    # a frozen weight (e.g. a pooler) gets a seeded one, and then seeds cannot share a base.
+    by_base = {}
+    for i, setup in enumerate(setups):
+        by_base.setdefault(setup.base_hash, []).append(i)
+    if len(by_base) > 1:
+        log.warning("frozen weights differ between seeds: one program per frozen base")
+    results = [None] * len(members)
+    for idx in by_base.values():
+        group = _loop([members[i] for i in idx], [setups[i] for i in idx], max_members)
+        for i, result in zip(idx, group, strict=True):
+            results[i] = result
+    return results
+
+
+def _fingerprint(dataset) -> str:
+    """sha256 of a tokenized split's token ids and labels (equal splits share evaluation)."""
+    table = dataset.with_format("arrow")[:]
+    digest = hashlib.sha256()
+    for name in sorted(table.column_names):
+        column = table.column(name).combine_chunks()
+        if hasattr(column, "value_lengths"):
+            digest.update(column.value_lengths().to_numpy(zero_copy_only=False).tobytes())
+            column = column.flatten()
+        digest.update(name.encode() + column.to_numpy(zero_copy_only=False).tobytes())
+    return digest.hexdigest()
+
+
+def _slots(n: int, cap: int) -> int:
+    """Runs in one call, rounded up to a power of two (≤ cap): few compiled shapes."""
+    return min(1 << (n - 1).bit_length(), cap)
+
+
+def _parts(idx: np.ndarray, cap: int) -> list[np.ndarray]:
+    return np.array_split(idx, -(-len(idx) // cap))
+
+
+def plan_calls(groups: list[np.ndarray], k: int, cap: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(take, put) member indices of each call of one step.
+
+    groups: members whose batches share a length; each is split into calls of ≤ cap members,
+    padded to `_slots` by repeating a member in `take` whose result `put` drops (index k).
+    """
+    calls = []
+    for idx in groups:
+        for part in _parts(idx, cap):
+            pad = _slots(len(part), cap) - len(part)
+            take = np.concatenate([part, np.full(pad, part[0])]).astype(np.int32)
+            put = np.concatenate([part, np.full(pad, k)]).astype(np.int32)
+            calls.append((take, put))
+    return calls
+
+
+def _initial_state(members, setups, optimizers) -> TrainState:
+    """The runs' states stacked over the member axis: each from its checkpoints/last when
+    all stopped at one step, else fresh."""
+    _, frozen = peft.partition(setups[0].params, setups[0].mask)
+    fresh = []
+    for setup, optimizer in zip(setups, optimizers, strict=True):
+        trainable = peft.split(setup.params, setup.mask)
+        fresh.append(dict(step=jnp.zeros((), jnp.int32), trainable=trainable))
+        fresh[-1]["opt_state"] = optimizer.init(trainable)
+    saved = [runs.resume(m, like) for m, like in zip(members, fresh, strict=True)]
+    steps = {None if tree is None else int(tree["step"]) for tree in saved}
+    if len(steps) == 1 and None not in steps:
+        trees = saved
+        log.info("resumed %s from step %d", ", ".join(str(m.folder) for m in members), *steps)
+    else:
+        if len(steps) > 1:
+            log.warning("the runs stopped at different steps %s: all restart from step 0", steps)
+            for m in members:
+                runs.truncate_metrics(m.folder, -1)
+                m.best, m.last_eval_step = runs.Run(m.config, m.folder).best, -1
+                m.past_seconds, m.epoch_seconds = 0.0, []
+        trees = fresh
+    states = [TrainState(t["step"], t["trainable"], None, t["opt_state"]) for t in trees]
+    # A copy of the frozen base: the step donates its state, and finishing needs setup.params.
+    return stack_states(states).replace(frozen=jax.tree_util.tree_map(jnp.copy, frozen))
+
+
+def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None) -> list:
+    """Trains members (one frozen base) to the end, a signal or divergence; their results."""
+    k, config, setup = len(members), members[0].config, setups[0]
+    tc, model = config.train, setup.model
+    cap = min(max_members or k, k)
+    seeds = sorted({m.config.train.seed for m in members})
+    train_sets = {
+        m.config.train.seed: s.splits["train"] for m, s in zip(members, setups, strict=True)
+    }
+    if len({len(ds) for ds in train_sets.values()}) != 1:
+        raise ValueError("runs trained together need train sets of one size")
+    steps_per_epoch = batching.num_train_batches(train_sets[seeds[0]], tc.batch_size)
     total_steps = tc.max_steps or tc.epochs * steps_per_epoch
-    optimizer = make_optimizer(config.optim, math.ceil(total_steps / config.optim.accumulate))
+    log_every = tc.log_every or max(1, min(50, steps_per_epoch // 20))
+    updates = math.ceil(total_steps / config.optim.accumulate)
+    optimizers = [make_optimizer(m.config.optim, updates) for m in members]
     mesh = sharding.data_mesh()
     sharding.check_batch_size(tc.batch_size, mesh, "train.batch_size")
     sharding.check_batch_size(tc.eval_batch_size, mesh, "train.eval_batch_size")
-    state = init_state(setup.params, setup.mask, optimizer)
-    num_labels = setup.model.num_labels
-    train_step = make_train_step(setup.model, optimizer, mesh)
-    eval_step = make_eval_step(setup.model, mesh)
-    memory = compiled_memory(
-        train_step,
-        jax.eval_shape(lambda: state),
-        batching.abstract_batch(tc.batch_size, setup.buckets[-1], num_labels),
-        jax.random.key(0),
-    )
+    state = sharding.put_replicated(_initial_state(members, setups, optimizers), mesh)
+    train_step = make_train_step(model, optimizers[0], mesh)
+    subset_step = make_subset_step(model, optimizers[0], mesh) if k > 1 else None
+    eval_step = make_members_eval_step(model, mesh)
+    rngs = jnp.stack([jax.random.key(m.config.train.seed) for m in members])
+    of_seed = {
+        s: np.array([i for i, m in enumerate(members) if m.config.train.seed == s]) for s in seeds
+    }
+    num_labels = model.num_labels
+
+    longest = batching.abstract_batch(tc.batch_size, setup.buckets[-1], num_labels)
+    widest = {
+        key: jax.ShapeDtypeStruct((cap, *longest[key].shape), longest[key].dtype)
+        for key in MODEL_INPUTS
+    }
+    if cap == k:
+        memory = compiled_memory(train_step, jax.eval_shape(lambda: state), widest, rngs)
+    else:
+        take = jax.ShapeDtypeStruct((cap,), jnp.int32)
+        memory = compiled_memory(
+            subset_step, jax.eval_shape(lambda: state), take, take, widest, rngs
+        )
     peak_memory_mb = round(memory["total"] / 2**20, 1) if memory else None
-    log.info("train step at the longest bucket: %s MiB of device memory (XLA)", peak_memory_mb)
-    rng = jax.random.key(tc.seed)
-    stats = batching.padding_stats(train_set, tc.batch_size, setup.buckets)
+    stats = batching.padding_stats(train_sets[seeds[0]], tc.batch_size, setup.buckets)
+    lrs = sorted({m.config.optim.lr for m in members})
     log.info(
-        "%s: %d train / %d validation examples, %d steps; %d batch shapes, %.1f%% padding "
-        "(%.1f%% unbucketed)",
-        run,
-        len(train_set),
-        len(valid_set),
+        "%s: %d train examples, %d steps; %d batch shapes, %.1f%% padding; train step at the "
+        "longest batch: %s MiB (XLA)",
+        members[0].folder if k == 1 else f"{k} runs (lr {lrs}, seed {seeds})",
+        len(train_sets[seeds[0]]),
         total_steps,
         stats["num_shapes"],
         100 * stats["pad_fraction"],
-        100 * stats["pad_fraction_unbucketed"],
+        peak_memory_mb,
     )
 
-    best = dict(value=-math.inf, step=-1, metrics={})
-    if checkpoint.exists(run / "checkpoints" / "last"):
-        like = dict(step=state.step, trainable=state.trainable, opt_state=state.opt_state)
-        saved, meta = checkpoint.restore(run / "checkpoints" / "last", like)
-        state = state.replace(**saved)
-        best = meta["best"]
-        runs.truncate_metrics(run, int(state.step))
-        log.info("resumed %s from step %d", run, int(state.step))
-    else:
-        runs.truncate_metrics(run, -1)
-    state = sharding.put_replicated(state, mesh)
+    eval_groups = {}  # members sharing one validation set are evaluated together
+    for i, s in enumerate(setups):
+        valid = s.splits["validation"]
+        eval_groups.setdefault(_fingerprint(valid), (valid, []))[1].append(i)
 
-    def save_last():
-        meta = dict(step=int(state.step), best=best)
-        checkpoint.save(
-            run / "checkpoints" / "last",
-            dict(step=state.step, trainable=state.trainable, opt_state=state.opt_state),
-            meta,
-        )
+    def live() -> list[int]:
+        return [i for i, m in enumerate(members) if m.diverged is None]
 
-    def run_eval(step, epoch):
-        nonlocal best
-        metrics, _ = evaluate(
-            eval_step,
-            state.trainable,
-            state.frozen,
-            valid_set,
-            tc.eval_batch_size,
-            setup.buckets,
-            setup.pad_id,
-            num_labels,
-            mesh=mesh,
-        )
-        loss = metrics.pop("loss")
-        runs.append_metrics(run, log_record(step, epoch, "validation", loss, metrics, None, start))
-        value = metrics[tc.select_metric]
-        if value > best["value"]:
-            best = dict(value=value, step=step, metrics=metrics)
-            checkpoint.save(
-                run / "checkpoints" / "best",
-                dict(trainable=state.trainable),
-                dict(step=step, metrics=metrics),
+    def save_last(step: int) -> None:
+        for i in live():
+            tree = dict(
+                step=state.step[i],
+                trainable=member(state.trainable, i),
+                opt_state=member(state.opt_state, i),
             )
-        save_last()
-        return metrics
+            runs.save_last(members[i], tree, step)
+        stop.at("save", step)
 
-    start = time.time()
-    step = int(state.step)
-    epoch_times = []
+    def evaluate(step: int) -> None:
+        stop.at("eval", step)
+        for valid, idx in eval_groups.values():
+            for part in _parts(np.asarray([i for i in idx if i in live()]), cap):
+                if not len(part):
+                    continue
+                trainables = member(state.trainable, part)
+                logits = predict(
+                    eval_step,
+                    trainables,
+                    state.frozen,
+                    valid,
+                    tc.eval_batch_size,
+                    setup.buckets,
+                    setup.pad_id,
+                    len(part) * num_labels,
+                    mesh=mesh,
+                    desc=f"validation @ {step}",
+                ).reshape(len(valid), len(part), num_labels)
+                labels = np.asarray(valid["label"])
+                for j, i in enumerate(part):
+                    m, metrics = members[i], metrics_of(logits[:, j], labels, num_labels)
+                    loss = metrics.pop("loss")
+                    record = log_record(
+                        step, step / steps_per_epoch, "validation", loss, metrics, None, m
+                    )
+                    runs.append_metrics(m.folder, record)
+                    value = metrics[tc.select_metric]
+                    if value > m.best["value"]:
+                        m.best = dict(value=value, step=step, metrics=metrics)
+                        runs.save_best(m, step, metrics, member(trainables, j))
+                    m.last_eval_step = step
+                    if k == 1:
+                        log.info("step %d validation: %s", step, json.dumps(metrics))
+        save_last(step)
+
+    def log_window(step: int, window: list, started: float) -> None:
+        losses = np.asarray(jnp.mean(jnp.stack(window), axis=0))  # the only host sync
+        speed = round(len(window) * tc.batch_size / (time.time() - started), 1)  # per run
+        for i in live():
+            m = members[i]
+            if not math.isfinite(losses[i]):
+                m.diverged = (
+                    f"loss is {losses[i]} at step {step}; stopped, the last good checkpoint is "
+                    f"{m.checkpoints / 'last'} (try a lower --config.optim.lr)"
+                )
+                log.error("%s: %s", m.folder, m.diverged)
+                continue
+            record = log_record(step, step / steps_per_epoch, "train", losses[i], {}, speed, m)
+            runs.append_metrics(m.folder, record)
+
+    def take_step(state, batch: dict):
+        """One step of every member; losses [K] (on device)."""
+        lengths = {}
+        for s in seeds:
+            lengths.setdefault(batch[s]["input_ids"].shape[1], []).append(s)
+        if len(lengths) == 1:  # one length: one call of the whole stacked state
+            stacked = {
+                key: np.stack([batch[m.config.train.seed][key] for m in members])
+                for key in MODEL_INPUTS
+            }
+            if cap == k:
+                state, metrics = train_step(state, sharding.put_batch(stacked, mesh, axis=1), rngs)
+                return state, metrics["loss"]
+        losses = jnp.zeros(k, jnp.float32)
+        groups = [np.concatenate([of_seed[s] for s in g]) for g in lengths.values()]
+        for take, put in plan_calls(groups, k, cap):
+            stacked = {
+                key: np.stack([batch[members[i].config.train.seed][key] for i in take])
+                for key in MODEL_INPUTS
+            }
+            state, metrics = subset_step(
+                state, take, put, sharding.put_batch(stacked, mesh, axis=1), rngs
+            )
+            losses = losses.at[put].set(metrics["loss"], mode="drop")
+        return state, losses
+
+    def interrupted(step: int) -> dict:
+        if saved_step != step:
+            save_last(step)
+        log.warning(
+            "%s at step %d: saved checkpoints/last; re-run the same command to resume",
+            stop.signal,
+            step,
+        )
+        return dict(interrupted_at=step, signal=stop.signal, exit_status=stop.exit_status)
+
+    step = saved_step = int(state.step[0])
     with StopFlag() as stop:
-        while step < total_steps:
+        if _is_eval_point(step, steps_per_epoch, total_steps, tc.eval_every) and any(
+            m.last_eval_step != step for m in members
+        ):
+            evaluate(step)  # the run stopped before evaluating this step
+        while step < total_steps and live() and not stop.signal:
             epoch, skip = divmod(step, steps_per_epoch)
-            batches = batching.train_batches(
-                train_set,
-                tc.batch_size,
-                setup.buckets,
-                tc.seed,
-                epoch,
-                pad_id=setup.pad_id,
-                skip=skip,
-            )
+            batches = {
+                s: batching.train_batches(
+                    train_sets[s],
+                    tc.batch_size,
+                    setup.buckets,
+                    s,
+                    epoch,
+                    pad_id=setup.pad_id,
+                    skip=skip,
+                )
+                for s in seeds
+            }
             bar = tqdm(
-                total=steps_per_epoch,
+                total=min(steps_per_epoch, total_steps - epoch * steps_per_epoch),
                 initial=skip,
-                desc=f"epoch {epoch + 1}",
+                desc=f"epoch {epoch + 1}" + (f" ×{k}" if k > 1 else ""),
                 unit="step",
+                smoothing=0.05,
                 disable=None,
             )
-            epoch_start, window, window_start = time.time(), [], time.time()
-            for batch in batches:
-                state, metrics = train_step(
-                    state, sharding.put_batch(model_inputs(batch), mesh), rng
-                )
+            epoch_start, window, window_start, previous = time.time(), [], time.time(), None
+            for _ in range(steps_per_epoch - skip):
+                state, losses = take_step(state, {s: next(batches[s]) for s in seeds})
                 step += 1
-                window.append(metrics["loss"])
-                if step % tc.log_every == 0 or step % steps_per_epoch == 0:
-                    loss = float(jnp.mean(jnp.stack(window)))  # the only host sync
-                    if not math.isfinite(loss):
-                        raise FloatingPointError(
-                            f"loss is {loss} at step {step}; stopped, the last good checkpoint "
-                            f"is {run / 'checkpoints' / 'last'} (try a lower --config.optim.lr)"
-                        )
-                    speed = len(window) * tc.batch_size / (time.time() - window_start)
-                    runs.append_metrics(
-                        run,
-                        log_record(
-                            step, step / steps_per_epoch, "train", loss, {}, round(speed, 1), start
-                        ),
-                    )
-                    bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{speed:.0f}")
-                    window, window_start = [], time.time()
+                if previous is not None:  # the step before: done by now, so no stall
+                    shown = np.asarray(previous)[live()].mean()
+                    bar.set_postfix(loss=f"{shown:.4f}", refresh=False)
+                previous = losses
+                window.append(losses)
                 bar.update(1)
-                if tc.eval_every and step % tc.eval_every == 0 and step % steps_per_epoch:
-                    run_eval(step, step / steps_per_epoch)
-                if stop.signal or step == interrupt_at or step >= total_steps:
+                stop.at("train", step)
+                if step % log_every == 0 or step % steps_per_epoch == 0 or step == total_steps:
+                    log_window(step, window, window_start)
+                    window, window_start = [], time.time()
+                if step % steps_per_epoch == 0 or step == total_steps:
+                    for m in members:
+                        m.epoch_seconds.append(round(time.time() - epoch_start, 2))
+                if _is_eval_point(step, steps_per_epoch, total_steps, tc.eval_every) and live():
+                    evaluate(step)
+                    saved_step = step
+                if stop.signal or step >= total_steps or not live():
                     break
             bar.close()
-            if stop.signal or step == interrupt_at:
-                if step % steps_per_epoch == 0:  # the epoch is complete: evaluate it first
-                    run_eval(step, step / steps_per_epoch)
-                save_last()
-                log.warning(
-                    "%s at step %d: saved %s; re-run the same command to resume",
-                    stop.signal or "interrupt",
-                    step,
-                    run / "checkpoints" / "last",
-                )
-                return dict(interrupted_at=step)
-            epoch_times.append(time.time() - epoch_start)
-            metrics = run_eval(step, step / steps_per_epoch)
-            log.info("step %d validation: %s", step, json.dumps(metrics))
-    return finish(config, run, setup, eval_step, best, start, epoch_times, mesh, peak_memory_mb)
+        frozen = peft.partition(setup.params, setup.mask)[1]
+        results = []
+        for m, s in zip(members, setups, strict=True):
+            if m.diverged is not None:
+                results.append(dict(diverged_at=step, error=m.diverged))
+            elif not stop.signal:
+                summary = _finish(m, s, frozen, eval_step, mesh, steps_per_epoch, peak_memory_mb)
+                results.append(summary if not stop.signal else None)  # a signal mid-test: redo
+            else:
+                results.append(None)
+        if None in results:
+            result = interrupted(step)
+            results = [result if r is None else r for r in results]
+    return results
 
 
-def finish(
-    config,
-    run: Path,
-    setup: Setup,
-    eval_step,
-    best: dict,
-    start: float,
-    epoch_times: list[float],
-    mesh=None,
-    peak_memory_mb: float | None = None,
+def _is_eval_point(step: int, steps_per_epoch: int, total_steps: int, eval_every) -> bool:
+    """Evaluations: at each epoch's end, at the last step, and every eval_every steps."""
+    if step == 0:
+        return False
+    return (
+        step % steps_per_epoch == 0
+        or step == total_steps
+        or bool(eval_every and step % eval_every == 0)
+    )
+
+
+def _finish(
+    run: runs.Run, setup: Setup, frozen, eval_step, mesh, steps_per_epoch, peak_memory_mb
 ) -> dict:
-    """Test metrics from the best checkpoint, summary.json and curves.png."""
-    _, frozen = peft.partition(setup.params, setup.mask)
-    trainable_like = peft.split(setup.params, setup.mask)
-    saved, _ = checkpoint.restore(run / "checkpoints" / "best", dict(trainable=trainable_like))
+    """Test metrics of the best checkpoint, summary.json and curves.png of one run."""
+    config = run.config
+    trainable = runs.restore_best(run, peft.split(setup.params, setup.mask))
     test_metrics = None
     test = setup.splits.get("test")
     if test is not None and data.has_labels(test):
-        test_metrics, _ = evaluate(
+        stacked = jax.tree_util.tree_map(lambda x: x[None], trainable)
+        logits = predict(
             eval_step,
-            saved["trainable"],
+            stacked,
             frozen,
             test,
             config.train.eval_batch_size,
@@ -307,41 +500,36 @@ def finish(
             setup.pad_id,
             setup.model.num_labels,
             mesh=mesh,
+            desc="test",
         )
-        runs.append_metrics(
-            run,
-            log_record(
-                best["step"],
-                best["step"]
-                / max(
-                    batching.num_train_batches(setup.splits["train"], config.train.batch_size), 1
-                ),
-                "test",
-                test_metrics.pop("loss"),
-                test_metrics,
-                None,
-                start,
-            ),
+        test_metrics = metrics_of(logits, np.asarray(test["label"]), setup.model.num_labels)
+        loss = test_metrics.pop("loss")
+        step = run.best["step"]
+        record = log_record(
+            step, step / max(steps_per_epoch, 1), "test", loss, test_metrics, None, run
         )
-    records = runs.read_metrics(run)
+        runs.append_metrics(run.folder, record)
+    records = runs.read_metrics(run.folder)
     speeds = [r["examples_per_s"] for r in records if r["split"] == "train" and r["examples_per_s"]]
     summary = dict(
         name=config.name,
         model=config.model,
         method=config.peft.method,
-        dataset=config.data.name or config.data.path,
-        best_step=best["step"],
-        validation=best["metrics"],
+        dataset=config.data.path or config.data.name,
+        best_step=run.best["step"],
+        validation=run.best["metrics"],
         test=test_metrics,
         select_metric=config.train.select_metric,
         total_params=peft.count(setup.params),
         trainable_params=peft.count(setup.params, setup.mask),
         train_examples=len(setup.splits["train"]),
-        wall_time_s=round(time.time() - start, 2),
-        seconds_per_epoch=round(float(np.mean(epoch_times)), 2) if epoch_times else None,
+        wall_time_s=round(run.seconds(), 2),
+        seconds_per_epoch=round(float(np.mean(run.epoch_seconds)), 2)
+        if run.epoch_seconds
+        else None,
         examples_per_s=round(float(np.median(speeds)), 1) if speeds else None,
         peak_memory_mb=peak_memory_mb,
     )
-    runs.write_json(run / runs.SUMMARY_FILE, summary)
-    plot_curves(records, run / runs.CURVES_FILE, title=config.name)
+    runs.write_json(run.folder / runs.SUMMARY_FILE, summary)
+    plot_curves(records, run.folder / runs.CURVES_FILE, title=config.name)
     return summary

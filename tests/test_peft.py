@@ -10,7 +10,7 @@ import pytest
 import bertjax
 import peft
 from bertjax.optim import count_moments, make_optimizer
-from bertjax.steps import init_state, make_train_step
+from bertjax.steps import init_state, make_train_step, run_state
 from tests.conftest import TINY
 from tests.test_model import BERT_BASE, BERT_TINY, ROBERTA_BASE, abstract_params
 
@@ -130,9 +130,10 @@ def _train(model, params, mask, steps=3):
             labels=rng.integers(0, 2, size=4).astype(np.int32),
             weights=np.ones(4, np.float32),
         )
-        state, metrics = step(state, batch, jax.random.key(0))
-    assert np.isfinite(metrics["loss"])
-    return state
+        one_run = {key: value[None] for key, value in batch.items()}  # a group of K = 1
+        state, metrics = step(state, one_run, jax.random.key(0)[None])
+    assert np.isfinite(metrics["loss"]).all()
+    return run_state(state, 0)
 
 
 @pytest.mark.parametrize("hf_config", [TINY_BERT, TINY_ROBERTA], ids=["bert", "roberta"])

@@ -20,7 +20,7 @@ import jax, numpy as np, ml_collections
 import bertjax, peft
 from bertjax import sharding
 from bertjax.optim import make_optimizer
-from bertjax.steps import init_state, make_eval_step, make_train_step
+from bertjax.steps import init_state, make_eval_step, make_train_step, run_state
 
 assert jax.device_count() == 4, jax.devices()
 tiny = json.loads(sys.argv[1])
@@ -43,10 +43,12 @@ for name, devices in (("one", jax.devices()[:1]), ("four", jax.devices())):
     step = make_train_step(model, optimizer, mesh)
     put = sharding.put_batch(batch, mesh)
     assert len(put["input_ids"].sharding.device_set) == len(devices)
+    one_run = sharding.put_batch({k: v[None] for k, v in batch.items()}, mesh, axis=1)
     losses = []
     for _ in range(3):
-        state, metrics = step(state, sharding.put_batch(batch, mesh), jax.random.key(0))
-        losses.append(float(metrics["loss"]))
+        state, metrics = step(state, one_run, jax.random.key(0)[None])
+        losses.append(float(metrics["loss"][0]))
+    state = run_state(state, 0)
     logits = make_eval_step(model, mesh)(state.trainable, state.frozen, put)
     leaves = jax.tree_util.tree_leaves(state.trainable)
     out[name] = dict(losses=losses, logits=np.asarray(logits).tolist(),

@@ -1,6 +1,7 @@
 """Training runs end to end on real data: run folder, metrics, resume, bad input."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,14 +95,17 @@ def test_string_labels_acl_arc(tmp_path, tiny_bert_vocab_dir, shared_data):
 
 
 def test_resume_after_interrupt_gives_identical_parameters(
-    tmp_path, tiny_bert_vocab_dir, shared_data
+    tmp_path, tiny_bert_vocab_dir, shared_data, monkeypatch
 ):
     overrides = {"train.epochs": 2, "peft.method": "lora", "peft.lora.dropout": 0.1}
     whole = run_config(tmp_path / "whole", tiny_bert_vocab_dir, shared_data / "sst2", **overrides)
     training.train(whole)
     parts = run_config(tmp_path / "parts", tiny_bert_vocab_dir, shared_data / "sst2", **overrides)
-    assert training.train(parts, interrupt_at=5) == {"interrupted_at": 5}
+    monkeypatch.setenv(training.SELF_SIGNAL, "SIGTERM@train:5")  # a real SIGTERM after step 5
+    stopped = training.train(parts)
+    assert stopped == dict(interrupted_at=5, signal="SIGTERM", exit_status=143)
     assert json.loads((tmp_path / "parts/checkpoints/last/meta.json").read_text())["step"] == 5
+    monkeypatch.delenv(training.SELF_SIGNAL)
     training.train(parts)  # resumes at step 5, mid-epoch
     a = _last_trainable(tmp_path / "whole")
     b = _last_trainable(tmp_path / "parts")
@@ -187,8 +191,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     config = run_config(
         tmp_path / "run", tiny_bert_vocab_dir, shared_data / "sst2", **{"train.epochs": 2}
     )
-    with pytest.raises(FloatingPointError, match=r"loss is nan at step 12.*checkpoints/last"):
-        training.train(config)
+    result = training.train(config)
+    assert result["diverged_at"] == 12
+    assert re.search(r"loss is nan at step 12.*checkpoints/last", result["error"])
     saved, meta = checkpoint.restore(tmp_path / "run" / "checkpoints" / "last")
     assert meta["step"] == 8
     leaves = jax.tree_util.tree_leaves(saved["trainable"])

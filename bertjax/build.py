@@ -1,0 +1,78 @@
+"""Config → objects: the peft config, the trainable mask, tokenized data and the model."""
+
+import dataclasses
+
+import jax.numpy as jnp
+
+import peft
+from bertjax import batching, checkpoint, data
+from bertjax.pretrained import from_pretrained, load_tokenizer
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def peft_config(config):
+    """The peft module config for config.peft.method (None for full/head/bitfit)."""
+    method = config.peft.method
+    if method == "lora":
+        lora = config.peft.lora
+        return peft.LoraConfig(lora.rank, lora.alpha, lora.dropout, tuple(lora.targets))
+    if method == "adapter":
+        return peft.AdapterConfig(**config.peft.adapter.to_dict())
+    if method not in ("full", "head", "bitfit"):
+        raise ValueError(f"peft.method {method!r} unknown; use full, head, bitfit, lora, adapter")
+    return None
+
+
+def mask_method(config):
+    """What `peft.trainable_mask` takes for this config: a peft config or the method name."""
+    return peft_config(config) or config.peft.method
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything a run (or its evaluation) rebuilds from the config."""
+
+    model: object
+    params: dict
+    mask: dict
+    splits: dict
+    label_names: list
+    pad_id: int
+    buckets: tuple
+    base_hash: str
+
+
+def build(config, label_names=None) -> Setup:
+    """Tokenizer, data splits, labels and the model with its trainable mask."""
+    if config.dtype not in DTYPES:
+        raise ValueError(f"dtype {config.dtype!r} unknown; use {' or '.join(DTYPES)}")
+    tokenizer = load_tokenizer(config.model)
+    splits, names = data.prepare(
+        config.data, tokenizer, config.train.seed, label_names, config.num_labels
+    )
+    num_labels = config.num_labels or len(names)
+    if num_labels != len(names):
+        raise ValueError(
+            f"config.num_labels={num_labels} but the data's labels are {names[:10]} "
+            f"({len(names)}); fix --config.num_labels or data.label_field"
+        )
+    model, params = from_pretrained(
+        config.model,
+        num_labels,
+        peft=peft_config(config),
+        dtype=DTYPES[config.dtype],
+        seed=config.train.seed,
+    )
+    mask = peft.trainable_mask(params, mask_method(config))
+    _, frozen = peft.partition(params, mask)
+    return Setup(
+        model,
+        params,
+        mask,
+        splits,
+        names,
+        tokenizer.pad_token_id,
+        batching.bucket_lengths(config.data.max_length),
+        checkpoint.tree_hash(frozen),
+    )

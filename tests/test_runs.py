@@ -1,0 +1,196 @@
+"""Run folders under faults: signals (at known steps, never timed), locks, torn metrics,
+torn checkpoints, failed starts, timings across sessions."""
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bertjax import runs, training
+from tests.conftest import run_config
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 8  # run_config: 64 examples, batch 8, 1 epoch
+
+
+def _cli(run: Path, model: Path, data: Path, *flags: str, signal_at: str | None = None):
+    """train.py on configs/tiny.py; `signal_at` ("SIGINT@train:3") makes the run send itself
+    that signal at that point: a real signal at a known step, not a timed one."""
+    env = dict(os.environ)
+    env.pop(training.SELF_SIGNAL, None)
+    if signal_at:
+        env[training.SELF_SIGNAL] = signal_at
+    command = [
+        sys.executable,
+        "train.py",
+        "--config=configs/tiny.py",
+        f"--config.model={model}",
+        f"--config.data.path={data}",
+        f"--config.workdir={run}",
+        "--config.data.splits.validation=dev",
+        "--config.data.splits.test=",
+        "--config.peft.method=bitfit",
+        *flags,
+    ]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _config(tmp_path, model, shared_data, **overrides):
+    return run_config(
+        tmp_path / "run", model, shared_data / "sst2", **{"peft.method": "bitfit", **overrides}
+    )
+
+
+def _meta(run: Path, name: str = "last") -> dict:
+    return json.loads((run / "checkpoints" / name / "meta.json").read_text())
+
+
+def _validation_steps(run: Path) -> list[int]:
+    return [r["step"] for r in runs.read_metrics(run) if r["split"] == "validation"]
+
+
+def test_sigint_exits_130_after_saving_last_and_the_same_command_resumes(
+    tmp_path, tiny_bert_vocab_dir, shared_data
+):
+    run = tmp_path / "run"
+    stopped = _cli(run, tiny_bert_vocab_dir, shared_data / "sst2", signal_at="SIGINT@train:3")
+    assert stopped.returncode == 130, stopped.stderr  # so `train.py && eval.py` stops here
+    assert "SIGINT at step 3: saved checkpoints/last" in stopped.stderr
+    assert _meta(run)["step"] == 3 and not (run / runs.SUMMARY_FILE).exists()
+    first_session = _meta(run)["seconds"]
+
+    resumed = _cli(run, tiny_bert_vocab_dir, shared_data / "sst2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed {run} from step 3" in resumed.stderr
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    # Timings cover both sessions.
+    assert summary["wall_time_s"] > first_session > 0
+    assert summary["seconds_per_epoch"] is not None and summary["examples_per_s"] is not None
+
+    before = (run / runs.SUMMARY_FILE).stat().st_mtime_ns
+    again = _cli(run, tiny_bert_vocab_dir, shared_data / "sst2")
+    assert again.returncode == 0 and "is finished (summary.json); nothing to do" in again.stderr
+    assert (run / runs.SUMMARY_FILE).stat().st_mtime_ns == before
+
+
+def test_signal_during_evaluation_or_checkpointing_counts(
+    tmp_path, tiny_bert_vocab_dir, shared_data, monkeypatch
+):
+    """A SIGTERM that lands during the end-of-epoch evaluation (or the save after it) stops
+    the run there with status 143; resuming neither repeats nor skips that evaluation."""
+    config = _config(tmp_path, tiny_bert_vocab_dir, shared_data, **{"train.epochs": 2})
+    run = Path(config.workdir)
+    monkeypatch.setenv(training.SELF_SIGNAL, f"SIGTERM@eval:{STEPS}")
+    assert training.train(config) == dict(interrupted_at=STEPS, signal="SIGTERM", exit_status=143)
+    assert _validation_steps(run) == [STEPS] and _meta(run)["last_eval_step"] == STEPS
+    monkeypatch.setenv(training.SELF_SIGNAL, f"SIGINT@save:{2 * STEPS}")
+    assert training.train(config)["interrupted_at"] == 2 * STEPS
+    assert _validation_steps(run) == [STEPS, 2 * STEPS] and _meta(run)["step"] == 2 * STEPS
+    monkeypatch.delenv(training.SELF_SIGNAL)
+    summary = training.train(config)
+    assert summary["best_step"] in (STEPS, 2 * STEPS)
+    assert _validation_steps(run) == [STEPS, 2 * STEPS]
+
+
+def test_a_held_run_folder_is_refused_and_a_dead_holders_lock_taken_over(
+    tmp_path, tiny_bert_vocab_dir, shared_data, caplog
+):
+    config = _config(tmp_path, tiny_bert_vocab_dir, shared_data, **{"train.max_steps": 2})
+    run = Path(config.workdir)
+    holder = runs.lock(run)  # a live holder: this process, through another open file
+    with pytest.raises(runs.RunLocked, match=f"{run} is in use by process {os.getpid()}"):
+        training.train(config)
+    assert os.listdir(run) == [runs.LOCK_FILE]  # the refused start wrote nothing
+    runs.unlock(run, holder)
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    (run / runs.LOCK_FILE).write_text(dead.stdout)  # left by a killed process
+    with caplog.at_level(logging.INFO, logger="bertjax"):
+        assert training.train(config)["best_step"] == 2
+    assert f"took over the lock left by process {dead.stdout.strip()}" in caplog.text
+    assert not (run / runs.LOCK_FILE).exists()
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(
+    tmp_path, tiny_bert_vocab_dir, shared_data, monkeypatch, caplog
+):
+    config = _config(tmp_path, tiny_bert_vocab_dir, shared_data)
+    run = Path(config.workdir)
+    monkeypatch.setenv(training.SELF_SIGNAL, "SIGINT@train:4")
+    training.train(config)
+    monkeypatch.delenv(training.SELF_SIGNAL)
+    with open(run / runs.METRICS_FILE, "a") as f:
+        f.write('{"step": 5, "epoch": 0.625, "split": "tra')  # killed mid-append
+    with caplog.at_level(logging.WARNING, logger="bertjax"):
+        assert training.train(config)["best_step"] == STEPS
+    assert "dropped a torn last line" in caplog.text
+    lines = (run / runs.METRICS_FILE).read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in lines if json.loads(line)["split"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == STEPS
+
+
+def test_a_torn_line_inside_metrics_is_an_error_naming_it(tmp_path):
+    (tmp_path / runs.METRICS_FILE).write_text('{"step": 1}\n{"step": \n{"step": 3}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl line 2 is not a JSON record"):
+        runs.read_metrics(tmp_path)
+
+
+@pytest.fixture
+def stopped_run(tmp_path, tiny_bert_vocab_dir, shared_data, monkeypatch):
+    """A run stopped after step 4 (checkpoints/last at step 4), and its config."""
+    config = _config(tmp_path, tiny_bert_vocab_dir, shared_data)
+    monkeypatch.setenv(training.SELF_SIGNAL, "SIGINT@train:4")
+    training.train(config)
+    monkeypatch.delenv(training.SELF_SIGNAL)
+    return config, Path(config.workdir) / "checkpoints"
+
+
+def test_a_crash_between_the_renames_of_a_save_is_recovered(stopped_run, caplog):
+    """save() writes last.new, renames last -> last.old, then last.new -> last: killed
+    between the two renames, the complete last.new is taken (never step 0)."""
+    config, folder = stopped_run
+    (folder / "last").rename(folder / "last.new")
+    with caplog.at_level(logging.INFO, logger="bertjax"):
+        assert training.train(config)["best_step"] == STEPS
+    assert "recovered last from last.new (step 4)" in caplog.text
+    assert "from step 4" in caplog.text
+
+
+def test_an_incomplete_checkpoint_falls_back_to_the_previous_one(stopped_run, caplog):
+    config, folder = stopped_run
+    shutil.copytree(folder / "last", folder / "last.old")  # the previous save, still there
+    (folder / "last" / "meta.json").unlink()
+    with caplog.at_level(logging.INFO, logger="bertjax"):
+        training.train(config)
+    assert "skipped incomplete checkpoints last (no meta.json)" in caplog.text
+    assert "recovered last from last.old (step 4)" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["meta", "truncate"])
+def test_no_complete_checkpoint_stops_with_one_line_instead_of_step_0(stopped_run, damage):
+    config, folder = stopped_run
+    if damage == "meta":
+        (folder / "last" / "meta.json").unlink()
+    else:
+        data = sorted((folder / "last" / "state" / "d").iterdir())[0]
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    metrics = (Path(config.workdir) / runs.METRICS_FILE).read_text()
+    with pytest.raises(ValueError, match=r"checkpoints/last: no complete checkpoint .*--overwrite"):
+        training.train(config)
+    assert (Path(config.workdir) / runs.METRICS_FILE).read_text() == metrics  # untouched
+
+
+def test_a_failed_start_leaves_no_trace(tmp_path, tiny_bert_vocab_dir, shared_data):
+    config = _config(tmp_path, tmp_path / "no_such_model", shared_data, **{"train.max_steps": 2})
+    with pytest.raises(FileNotFoundError, match="no_such_model"):
+        training.train(config)
+    assert not Path(config.workdir).exists()
+    config.model = str(tiny_bert_vocab_dir)  # the corrected command needs no --overwrite
+    assert training.train(config)["best_step"] == 2
