@@ -73,6 +73,11 @@ def random_batch(batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
     )
 
 
+def one_run(batch: dict, key):
+    """A batch and dropout key as the train step takes them for a group of K = 1 runs."""
+    return {k: v[None] for k, v in batch.items()}, key[None]
+
+
 def median_time(fn, repeats: int) -> float:
     """Median wall seconds of fn() (which must block until its work is done) over repeats."""
     times = []

@@ -27,8 +27,7 @@ def measure(model_dir, method, batch_size, seq_len, repeats):
     optimizer = make_optimizer(common.optim_config(), 1000)
     state = init_state(params, mask, optimizer)
     step = make_train_step(model, optimizer)
-    batch = common.random_batch(batch_size, seq_len)
-    key = jax.random.key(0)
+    batch, key = common.one_run(common.random_batch(batch_size, seq_len), jax.random.key(0))
     memory = compiled_memory(step, state, batch, key)
     state, _ = step(state, batch, key)  # warm-up
     jax.block_until_ready(state)

@@ -51,8 +51,8 @@ def ours(model_dir: str, method: str, batch_size: int, seq_len: int, repeats: in
     mask = peft.trainable_mask(params, config or method)
     optimizer = make_optimizer(common.optim_config(), 1000)
     state = init_state(params, mask, optimizer)
-    batch = jax.device_put(common.random_batch(batch_size, seq_len))
-    key = jax.random.key(0)
+    batch, key = common.one_run(common.random_batch(batch_size, seq_len), jax.random.key(0))
+    batch = jax.device_put(batch)
     step = make_train_step(model, optimizer).lower(state, batch, key).compile()
     cost = step.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost  # a list in older JAX versions

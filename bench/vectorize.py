@@ -6,7 +6,7 @@
 
 The issue's goal: 4 lrs × 5 seeds of LoRA or BitFit in at most 4× the time of one run.
 Each timing is a whole run as a user sees it, through the real code paths: one
-`training.train`, one `vectorized.train_group` of all K = lrs × seeds members, and K separate
+`training.train`, one `training.train_runs` group of all K = lrs × seeds members, and K separate
 `training.train` runs (or --separate N of them, scaled by K/N). Wall times include data
 preparation, XLA compiles, evaluation each epoch and checkpoints; a short warm-up run first
 takes the one-off costs (imports, tokenizer, small helper jits) out of all three. Data: a
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import common
 
-from bertjax import training, vectorized
+from bertjax import training
 
 
 def make_config(args, workdir: Path, lr: float, seed: int, max_steps: int | None = None):
@@ -76,7 +76,7 @@ def main():
         training.train(make_config(args, tmp / "warmup", lrs[0] * 0.5, seeds[0], max_steps=2))
         one_s, _ = timed(lambda: training.train(make_config(args, tmp / "one", lrs[0], seeds[0])))
         members = [make_config(args, tmp / "vectorized", lr, s) for s in seeds for lr in lrs]
-        vec_s, vec = timed(lambda: vectorized.train_group(members))
+        vec_s, vec = timed(lambda: training.train_runs(members))
         separate = [make_config(args, tmp / "separate", lr, s) for s in seeds for lr in lrs]
         sep_s, sep = timed(lambda: [training.train(c) for c in separate[:n_separate]])
     sep_total = sep_s * k / n_separate

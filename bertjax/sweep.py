@@ -129,12 +129,7 @@ def make_cells(config, grid: dict, seeds, folder: Path) -> list[Cell]:
                 parts.append(f"seed={seed}")
             name = ",".join(parts)
             cell_config = copy.deepcopy(config)
-            for key, value in zip(grid, point, strict=True):
-                *parents, leaf = key.split(".")
-                node = cell_config
-                for part in parents:
-                    node = node[part]
-                node[leaf] = value
+            cell_config.update_from_flattened_dict(dict(zip(grid, point, strict=True)))
             if seed is not None:
                 cell_config.train.seed = seed
             cell_config.name = f"{config.name} {name}"

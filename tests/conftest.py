@@ -114,10 +114,5 @@ def run_config(workdir: Path, model: Path, data_path: Path, **overrides):
     config.data.max_eval_examples = 48
     config.train.update(batch_size=8, epochs=1, log_every=4, eval_batch_size=16)
     config.optim.update(lr=1e-3, warmup_ratio=0.0)
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
+    config.update_from_flattened_dict(overrides)
     return config

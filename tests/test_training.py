@@ -10,7 +10,6 @@ import jax
 import numpy as np
 import pytest
 
-import peft
 from bertjax import checkpoint, inference, runs, training
 from tests.conftest import run_config
 
@@ -57,6 +56,15 @@ def test_sst2_lora_minilm_end_to_end(tmp_path, minilm_path, shared_data):
     assert again == summary["validation"]
 
 
+# Trainable parameters of the tiny BERT (hidden 32, 2 layers, intermediate 64) with a 2-class
+# head (32·2 + 2 = 66), counted by hand from the architecture:
+# BitFit: embeddings LayerNorm bias 32; per layer q,k,v biases 96 + attention output 32 +
+#   its LayerNorm 32 + intermediate 64 + output 32 + its LayerNorm 32 = 288; pooler bias 32.
+# Houlsby adapters (reduction 4 -> bottleneck 8): per layer 2 × (32·8 + 8 + 8·32 + 32) = 1,104;
+#   every LayerNorm's scale and bias: 64 + 2 layers × 2 × 64 = 320.
+TRAINABLE = {"bitfit": 32 + 2 * 288 + 32 + 66, "adapter": 2 * 1104 + 320 + 66}
+
+
 @pytest.mark.parametrize("method", ["bitfit", "adapter"])
 def test_pair_task_mrpc(tmp_path, tiny_bert_vocab_dir, shared_data, method):
     config = run_config(
@@ -72,14 +80,11 @@ def test_pair_task_mrpc(tmp_path, tiny_bert_vocab_dir, shared_data, method):
     )
     summary = training.train(config)
     assert set(summary["validation"]) >= {"accuracy", "f1", "macro_f1", "mcc"}
-    assert summary["test"] is not None and 0 <= summary["test"]["f1"] <= 1
-    mask = peft.trainable_mask(*_params_and_method(config))
-    assert summary["trainable_params"] == peft.count(_params_and_method(config)[0], mask)
-
-
-def _params_and_method(config):
-    setup = training.build(config)
-    return setup.params, training.mask_method(config)
+    assert summary["trainable_params"] == TRAINABLE[method]
+    # The test metrics of the summary are those of the best checkpoint, rebuilt from the folder.
+    again = inference.evaluate_run(tmp_path / "mrpc", "test")
+    again.pop("loss")
+    assert again == summary["test"]
 
 
 def test_string_labels_acl_arc(tmp_path, tiny_bert_vocab_dir, shared_data):
@@ -209,51 +214,6 @@ def test_num_labels_that_disagrees_with_the_data(tmp_path, tiny_bert_vocab_dir, 
     )
     with pytest.raises(ValueError, match=r"config.num_labels=3 but the data's labels are"):
         training.train(config)
-
-
-def test_sigint_saves_last_and_the_same_command_resumes(tmp_path, tiny_bert_vocab_dir):
-    """A real SIGINT to train.py mid-epoch: checkpoints/last holds the step reached; the same
-    command then finishes the run."""
-    import signal
-    import time
-
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    rows = "".join(
-        f"sentence number {i} {'good' if i % 2 else 'bad'}\t{i % 2}\n" for i in range(400)
-    )
-    (data_dir / "train.tsv").write_text("sentence\tlabel\n" + rows)
-    (data_dir / "dev.tsv").write_text("sentence\tlabel\n" + "".join(rows.splitlines(True)[:40]))
-    run = tmp_path / "run"
-    command = [
-        sys.executable,
-        "train.py",
-        "--config",
-        "configs/tiny.py",
-        f"--config.model={tiny_bert_vocab_dir}",
-        f"--config.data.path={data_dir}",
-        f"--config.workdir={run}",
-        "--config.data.splits.test=",
-        "--config.data.max_train_examples=400",
-        "--config.train.batch_size=2",
-        "--config.train.log_every=1",
-    ]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    metrics = run / "metrics.jsonl"
-    deadline = time.time() + 240
-    while not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr.decode()
-    assert "SIGINT at step" in stderr.decode()
-    step = json.loads((run / "checkpoints/last/meta.json").read_text())["step"]
-    assert 3 <= step < 200 and not (run / "summary.json").exists()
-    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert f"resumed {run} from step {step}" in out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1])["best_step"] == 200
 
 
 def test_eval_cli_metrics_and_predict(tmp_path, tiny_bert_vocab_dir, shared_data):
