@@ -226,3 +226,58 @@ def test_config_reads_v3_fields():
         False,
         0,
     )
+
+
+def _vocab() -> list[tuple[str, float]]:
+    """A tiny unigram vocabulary: specials, then pieces with falling scores (ids < 99)."""
+    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
+    words = ["▁the", "▁film", "▁was", "▁good", "▁bad", "▁is", "▁it", "?", ".", ","]
+    letters = [f"▁{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz")
+    pieces = words + letters
+    return [(s, 0.0) for s in specials] + [(p, -1.0 - i) for i, p in enumerate(pieces)]
+
+
+TEXTS = (["the film was good.", "bad", "is it?"], ["is it good?", "it was", "good, good"])
+
+
+def test_tokenized_pairs_through_the_classifier(hf_model, tmp_path):
+    """DebertaV2Tokenizer (tokenizers backend, no sentencepiece) saved and reloaded with
+    AutoTokenizer; its pair encoding (token_type_ids 0/1, padding) → same logits."""
+    from transformers import AutoTokenizer, DebertaV2Tokenizer
+
+    DebertaV2Tokenizer(vocab=_vocab(), unk_id=3).save_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    enc = tokenizer(*TEXTS, padding=True, return_tensors="np")
+    ids, mask, types = enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]
+    assert types.max() == 1 and mask.min() == 0 and ids[0, 0] == tokenizer.cls_token_id
+    cfg = deberta.config_from_hf(hf_model.config.to_dict())
+    model = deberta.build(cfg, 3)
+    params = _load(model, _state(hf_model), ids, mask, types)
+    got = model.apply({"params": params}, ids, mask, types).logits
+    want = _torch(hf_model, ids, mask, types).logits.numpy()
+    np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
+
+
+def test_spm_model_only_folder_tokenizes_like_tokenizer_json(tmp_path):
+    """Hub DeBERTa-v3 folders ship spm.model only; transformers converts it with the
+    `sentencepiece` package (without it: an error about tiktoken)."""
+    pytest.importorskip("sentencepiece")
+    from transformers import AutoTokenizer, DebertaV2Tokenizer
+    from transformers.convert_slow_tokenizer import import_protobuf
+
+    proto = import_protobuf().ModelProto()  # the proto class transformers itself reads with
+    for piece, score in _vocab():
+        entry = proto.pieces.add(piece=piece, score=score)
+        entry.type = 3 if piece.startswith("[") else 1  # CONTROL or NORMAL
+    proto.pieces[3].type = 2  # UNKNOWN
+    proto.trainer_spec.model_type = 1  # unigram
+    proto.trainer_spec.unk_id, proto.trainer_spec.bos_id, proto.trainer_spec.eos_id = 3, -1, -1
+    proto.normalizer_spec.add_dummy_prefix = True
+    (tmp_path / "spm").mkdir()
+    (tmp_path / "spm" / "spm.model").write_bytes(proto.SerializeToString())
+    (tmp_path / "spm" / "tokenizer_config.json").write_text(
+        '{"tokenizer_class": "DebertaV2Tokenizer", "do_lower_case": false}'
+    )
+    from_spm = AutoTokenizer.from_pretrained(tmp_path / "spm")
+    from_vocab = DebertaV2Tokenizer(vocab=_vocab(), unk_id=3)
+    assert from_spm(*TEXTS, padding=True).data == from_vocab(*TEXTS, padding=True).data
