@@ -83,6 +83,13 @@ class DebertaConfig:
         return self.hidden_dropout_prob if self.cls_dropout is None else self.cls_dropout
 
 
+def hf_config_dict(config: DebertaConfig) -> dict:
+    """The `config.json` fields transformers needs to rebuild this model (None fields left
+    out: transformers reads a missing key as its default, an explicit null as null)."""
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+
+
 def _refuse(key: str, value: Any, why: str) -> ValueError:
     return ValueError(f"DeBERTa config.json: unsupported {key}={value!r}; {why}")
 

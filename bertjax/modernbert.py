@@ -65,6 +65,13 @@ class ModernBertConfig:
         return self.classifier_dropout
 
 
+def hf_config_dict(config: ModernBertConfig) -> dict:
+    """The `config.json` fields transformers needs to rebuild this model (None fields left
+    out: transformers reads a missing key as its default, an explicit null as null)."""
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+
+
 def _refuse(key: str, value: Any, why: str) -> ValueError:
     return ValueError(f"ModernBERT config.json: unsupported {key}={value!r}; {why}")
 

@@ -1,12 +1,19 @@
 """DeBERTa-v2/v3 against transformers (PyTorch) on tiny random configs."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 from flax.traverse_util import flatten_dict, unflatten_dict
-from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+from safetensors.numpy import save_file
+from transformers import (
+    AutoModelForSequenceClassification,
+    DebertaV2Config,
+    DebertaV2ForSequenceClassification,
+)
 from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
 
 from bertjax import deberta
@@ -54,6 +61,29 @@ CONFIGS = {
         embedding_size=24,
     ),
 }
+# microsoft/deberta-v3-base's config.json.
+HUB_V3_BASE = dict(
+    model_type="deberta-v2",
+    attention_probs_dropout_prob=0.1,
+    hidden_act="gelu",
+    hidden_dropout_prob=0.1,
+    hidden_size=768,
+    initializer_range=0.02,
+    intermediate_size=3072,
+    max_position_embeddings=512,
+    relative_attention=True,
+    position_buckets=256,
+    norm_rel_ebd="layer_norm",
+    share_att_key=True,
+    pos_att_type="p2c|c2p",
+    layer_norm_eps=1e-7,
+    max_relative_positions=-1,
+    position_biased_input=False,
+    num_attention_heads=12,
+    num_hidden_layers=12,
+    type_vocab_size=0,
+    vocab_size=128100,
+)
 
 
 def _perturbed(model: torch.nn.Module) -> torch.nn.Module:
@@ -137,17 +167,24 @@ def test_classifier_and_encoder_parity(hf_model):
     assert _masked_max(hidden, want_hidden, mask) <= TOL
 
 
-def test_flax_params_load_strictly_into_transformers(hf_model):
-    """A Flax-initialised classifier → HF state dict → transformers (strict) → same logits."""
+def test_saved_folder_loads_strictly_into_transformers(hf_model, tmp_path):
+    """A Flax-initialised classifier → config.json + model.safetensors → transformers'
+    from_pretrained (no missing/unexpected keys, same config) → same logits."""
     ids, mask, types = _batch(seed=1)
     cfg = deberta.config_from_hf(hf_model.config.to_dict())
     model = deberta.build(cfg, num_labels=3)
     params = model.init(jax.random.key(1), ids, mask, types)["params"]
-    reloaded = DebertaV2ForSequenceClassification(hf_model.config).eval()
-    state = {k: torch.tensor(v) for k, v in flax_to_hf(params).items()}
-    reloaded.load_state_dict(state, strict=True)
+    config_json = {**deberta.hf_config_dict(cfg), "num_labels": 3}
+    (tmp_path / "config.json").write_text(json.dumps(config_json))
+    save_file(flax_to_hf(params), tmp_path / "model.safetensors")
+    reloaded, info = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path, output_loading_info=True
+    )
+    assert not any(info.values()), info
+    assert deberta.config_from_hf(reloaded.config.to_dict()) == cfg
     ours = model.apply({"params": params}, ids, mask, types).logits
-    np.testing.assert_allclose(ours, _torch(reloaded, ids, mask, types).logits, atol=TOL, rtol=0)
+    want = _torch(reloaded.eval(), ids, mask, types).logits
+    np.testing.assert_allclose(ours, want, atol=TOL, rtol=0)
 
 
 def test_bfloat16_forward_is_close_to_float32(hf_model):
@@ -218,14 +255,24 @@ def test_unsupported_options_are_refused(change, message):
         deberta.config_from_hf(raw)
 
 
-def test_config_reads_v3_fields():
-    cfg = deberta.config_from_hf(DebertaV2Config(**TINY, **CONFIGS["v3"]).to_dict())
-    assert (cfg.pos_att_type, cfg.share_att_key, cfg.attention_span) == (("p2c", "c2p"), True, 8)
-    assert (cfg.norm_rel_ebd, cfg.position_biased_input, cfg.type_vocab_size) == (
-        "layer_norm",
-        False,
-        0,
-    )
+def test_hub_config_json_reads_as_transformers_does():
+    """microsoft/deberta-v3-base's config.json ("p2c|c2p" string) as transformers reads it."""
+    ours = deberta.config_from_hf(HUB_V3_BASE)
+    assert ours == deberta.config_from_hf(DebertaV2Config(**HUB_V3_BASE).to_dict())
+    assert ours.pos_att_type == ("p2c", "c2p") and ours.share_att_key
+    assert (ours.attention_span, ours.max_relative, ours.position_biased_input) == (256, 512, False)
+    assert ours.norm_rel_ebd == "layer_norm"
+
+
+def test_input_longer_than_position_table_is_refused(hf_model):
+    cfg = deberta.config_from_hf(hf_model.config.to_dict())
+    ids = np.ones((1, 41), np.int64)  # max_position_embeddings is 40
+    model = deberta.build(cfg, 3)
+    if cfg.position_biased_input:
+        with pytest.raises(ValueError, match="input length 41 exceeds .* 40 tokens"):
+            model.init(jax.random.key(0), ids)
+    else:  # v3: relative positions only, any length runs (as in transformers)
+        assert model.init(jax.random.key(0), ids)["params"]
 
 
 def _vocab() -> list[tuple[str, float]]:

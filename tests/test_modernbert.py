@@ -1,6 +1,7 @@
 """ModernBERT against transformers (PyTorch) on tiny random configs."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,12 @@ import numpy as np
 import pytest
 import torch
 from flax.traverse_util import flatten_dict, unflatten_dict
-from transformers import ModernBertConfig, ModernBertForSequenceClassification
+from safetensors.numpy import save_file
+from transformers import (
+    AutoModelForSequenceClassification,
+    ModernBertConfig,
+    ModernBertForSequenceClassification,
+)
 
 from bertjax import modernbert
 from bertjax.convert import flax_to_hf, hf_to_flax
@@ -158,17 +164,24 @@ def test_local_window_changes_the_output(hf_model):
     assert float(jnp.abs(windowed - unwindowed).max()) > 1e-3
 
 
-def test_flax_params_load_strictly_into_transformers(hf_model):
-    """A Flax-initialised classifier → HF state dict → transformers (strict) → same logits."""
+def test_saved_folder_loads_strictly_into_transformers(hf_model, tmp_path):
+    """A Flax-initialised classifier → config.json + model.safetensors → transformers'
+    from_pretrained (no missing/unexpected keys, same config) → same logits."""
     ids, mask = _batch(seed=1)
     cfg = modernbert.config_from_hf(hf_model.config.to_dict())
     model = modernbert.build(cfg, num_labels=3)
     params = model.init(jax.random.key(1), ids, mask)["params"]
-    reloaded = ModernBertForSequenceClassification(hf_model.config).eval()
-    state = {k: torch.tensor(v) for k, v in flax_to_hf(params).items()}
-    reloaded.load_state_dict(state, strict=True)
+    config_json = {**modernbert.hf_config_dict(cfg), "num_labels": 3}
+    (tmp_path / "config.json").write_text(json.dumps(config_json))
+    save_file(flax_to_hf(params), tmp_path / "model.safetensors")
+    reloaded, info = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path, output_loading_info=True
+    )
+    assert not any(info.values()), info
+    assert modernbert.config_from_hf(reloaded.config.to_dict()) == cfg
     ours = model.apply({"params": params}, ids, mask).logits
-    np.testing.assert_allclose(ours, _torch(reloaded, ids, mask).logits, atol=TOL, rtol=0)
+    want = _torch(reloaded.eval(), ids, mask).logits
+    np.testing.assert_allclose(ours, want, atol=TOL, rtol=0)
 
 
 def test_bfloat16_forward_is_close_to_float32(hf_model):
