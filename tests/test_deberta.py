@@ -157,14 +157,50 @@ def test_classifier_and_encoder_parity(hf_model):
 
     classifier = deberta.build(cfg, num_labels=3)
     params = _load(classifier, _state(hf_model), ids, mask, types)
+    assert set(params) == {deberta.PREFIX, *deberta.HEAD_NAMES}
     got = classifier.apply({"params": params}, ids, mask, types)
     np.testing.assert_allclose(got.logits, want.logits.numpy(), atol=TOL, rtol=0)
 
     encoder = deberta.build(cfg)
     encoder_params = _load(encoder, _state(hf_model.deberta), ids, mask, types)
+    assert set(encoder_params) == {root.rstrip(".") for root in deberta.ENCODER_ROOTS}
     hidden = encoder.apply({"params": encoder_params}, ids, mask, types).last_hidden_state
     want_hidden = _torch(hf_model.deberta, ids, mask, types).last_hidden_state.numpy()
     assert _masked_max(hidden, want_hidden, mask) <= TOL
+
+
+VARIANTS = {
+    "absolute_only": dict(relative_attention=False, type_vocab_size=2),
+    # transformers still counts pos_att_type in the score scale without relative attention
+    "absolute_c2p_scale": dict(relative_attention=False, pos_att_type=["c2p"]),
+    "c2p_own_key": dict(relative_attention=True, pos_att_type=["c2p"], position_buckets=8),
+    "p2c_shared": dict(
+        relative_attention=True, pos_att_type=["p2c"], share_att_key=True, position_buckets=6
+    ),
+    "grouped_conv": dict(
+        relative_attention=True,
+        pos_att_type=["c2p", "p2c"],
+        conv_kernel_size=5,
+        conv_groups=4,
+        conv_act="tanh",
+        pooler_hidden_act="tanh",
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_option_variants_classifier_parity(variant):
+    torch.manual_seed(0)
+    hf_model = _perturbed(
+        DebertaV2ForSequenceClassification(DebertaV2Config(**TINY, **VARIANTS[variant]))
+    )
+    ids, mask, types = _batch()
+    cfg = deberta.config_from_hf(hf_model.config.to_dict())
+    model = deberta.build(cfg, num_labels=3)
+    params = _load(model, _state(hf_model), ids, mask, types)
+    got = model.apply({"params": params}, ids, mask, types).logits
+    want = _torch(hf_model, ids, mask, types).logits.numpy()
+    np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
 
 
 def test_saved_folder_loads_strictly_into_transformers(hf_model, tmp_path):
@@ -270,9 +306,10 @@ def test_input_longer_than_position_table_is_refused(hf_model):
     model = deberta.build(cfg, 3)
     if cfg.position_biased_input:
         with pytest.raises(ValueError, match="input length 41 exceeds .* 40 tokens"):
-            model.init(jax.random.key(0), ids)
+            jax.eval_shape(model.init, jax.random.key(0), ids)
     else:  # v3: relative positions only, any length runs (as in transformers)
-        assert model.init(jax.random.key(0), ids)["params"]
+        out = jax.eval_shape(lambda: model.apply(model.init(jax.random.key(0), ids), ids))
+        assert out.logits.shape == (1, 3)
 
 
 def _vocab() -> list[tuple[str, float]]:

@@ -142,12 +142,14 @@ def test_classifier_and_encoder_parity(name, attn):
 
     classifier = modernbert.build(cfg, num_labels=3)
     params = _load(classifier, _state(hf_model), ids, mask)
+    assert set(params) == {modernbert.PREFIX, *modernbert.HEAD_NAMES}
     got = classifier.apply({"params": params}, ids, mask)
     want = _torch(hf_model, ids, mask).logits.numpy()
     np.testing.assert_allclose(got.logits, want, atol=TOL, rtol=0)
 
     encoder = modernbert.build(cfg)
     encoder_params = _load(encoder, _state(hf_model.model), ids, mask)
+    assert set(encoder_params) == {root.rstrip(".") for root in modernbert.ENCODER_ROOTS}
     hidden = encoder.apply({"params": encoder_params}, ids, mask).last_hidden_state
     want_hidden = _torch(hf_model.model, ids, mask).last_hidden_state.numpy()
     assert float((np.abs(np.asarray(hidden) - want_hidden) * mask[..., None]).max()) <= TOL
