@@ -365,3 +365,14 @@ def test_spm_model_only_folder_tokenizes_like_tokenizer_json(tmp_path):
     from_spm = AutoTokenizer.from_pretrained(tmp_path / "spm")
     from_vocab = DebertaV2Tokenizer(vocab=_vocab(), unk_id=3)
     assert from_spm(*TEXTS, padding=True).data == from_vocab(*TEXTS, padding=True).data
+
+
+def test_full_size_parameter_count_matches_transformers():
+    """deberta-v3-base at full size (128k vocabulary, 256 buckets): the same number of
+    weights as transformers' classifier (built on the meta device, no memory)."""
+    with torch.device("meta"):
+        hf_model = DebertaV2ForSequenceClassification(DebertaV2Config(**HUB_V3_BASE))
+    model = deberta.build(deberta.config_from_hf(HUB_V3_BASE), num_labels=2)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 8), np.int32))
+    got = sum(leaf.size for leaf in jax.tree.leaves(shapes))
+    assert got == sum(p.numel() for p in hf_model.parameters())

@@ -266,3 +266,14 @@ def test_hub_config_json_reads_as_transformers_does():
 def test_unsupported_options_are_refused(change, message):
     with pytest.raises(ValueError, match=message):
         modernbert.config_from_hf({**HUB_BASE, **change})
+
+
+def test_full_size_parameter_count_matches_transformers():
+    """ModernBERT-base at full size: the same number of weights as transformers'
+    classifier (built on the meta device, no memory)."""
+    with torch.device("meta"):
+        hf_model = ModernBertForSequenceClassification(ModernBertConfig(**HUB_BASE))
+    model = modernbert.build(modernbert.config_from_hf(HUB_BASE), num_labels=2)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 8), np.int32))
+    got = sum(leaf.size for leaf in jax.tree.leaves(shapes))
+    assert got == sum(p.numel() for p in hf_model.parameters())
