@@ -277,3 +277,15 @@ def test_full_size_parameter_count_matches_transformers():
     shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 8), np.int32))
     got = sum(leaf.size for leaf in jax.tree.leaves(shapes))
     assert got == sum(p.numel() for p in hf_model.parameters())
+
+
+def test_lora_on_every_linear_layer_count():
+    """targets Wqkv, Wo, Wi as users write them for Hugging Face peft ("Wo" names both the
+    attention and the MLP output): 4800 LoRA weights there too (peft 0.21.2, measured)."""
+    cfg = modernbert.config_from_hf(ModernBertConfig(**TINY, **CONFIGS["base"]).to_dict())
+    ids, mask = _batch()
+    lora = LoraConfig(rank=4, alpha=8, targets=("Wqkv", "Wo", "Wi"))
+    params = modernbert.build(cfg, 3, peft=lora).init(jax.random.key(0), ids, mask)["params"]
+    factors = [v for p, v in flatten_dict(params).items() if "lora" in p]
+    # per layer, rank 4 x (in + out): Wqkv 32+96, attn Wo 32+32, Wi 32+96, mlp Wo 48+32
+    assert sum(v.size for v in factors) == 3 * 4 * (128 + 64 + 128 + 80)
