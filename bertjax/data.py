@@ -9,7 +9,6 @@ from typing import Any
 
 import datasets
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 
 EXTENSIONS = ("tsv", "csv", "jsonl", "json", "parquet")
@@ -43,34 +42,119 @@ def _local_file(folder: Path, key: str, name: str) -> Path:
         raise FileNotFoundError(f"{err} (no test set? pass --config.data.splits.test=)") from None
 
 
-def _json_records(text: str) -> list[dict[str, Any]]:
-    """A JSON array of records, or JSON Lines (also accepted in a .json file)."""
+def _decode(raw: bytes, path: Path) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path} line {line}: byte 0x{raw[err.start]:02x} is not UTF-8; re-save the file "
+            "as UTF-8"
+        ) from None
+
+
+def _json_records(text: str, path: Path) -> tuple[list[dict[str, Any]], list[int] | None]:
+    """(records, their line numbers) of a JSON array of records (line numbers None), or of
+    JSON Lines (also accepted in a .json file)."""
     if text.lstrip().startswith("["):
-        return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+        try:
+            return json.loads(text), None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
+    records, lines = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} line {number}: not valid JSON ({err.msg})") from None
+            if not isinstance(records[-1], dict):
+                raise ValueError(f"{path} line {number}: expected a JSON object per line")
+            lines.append(number)
+    return records, lines
 
 
-def read_file(path: Path) -> datasets.Dataset:
+def _typed(values: list[str]) -> list[Any]:
+    """A column of cells as ints, else floats, else the strings (pandas' inference); empty
+    cells become None in a numeric column."""
+    filled = [v for v in values if v != ""]
+    for kind in (int, float):
+        try:
+            converted = {v: kind(v) for v in filled}
+        except ValueError:
+            continue
+        if filled:
+            return [converted[v] if v != "" else None for v in values]
+    return values
+
+
+def _read_table(text: str, path: Path, tsv: bool) -> tuple[dict[str, list[Any]], list[int]]:
+    """(columns, line numbers of the rows) of a TSV with quoting off (GLUE-style files hold unbalanced `"` in the text), CSV with
+    standard quoting; every row must have the header's number of cells; blank lines skipped."""
+    quoting = csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL
+    reader = csv.reader(
+        io.StringIO(text, newline=""), delimiter="\t" if tsv else ",", quoting=quoting
+    )
+    header = next(reader, None)
+    if not header:
+        raise ValueError(f"{path}: empty file; the first line must name the columns")
+    rows, lines = [], []
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise ValueError(
+                f"{path} line {reader.line_num}: {len(row)} cells, the header has "
+                f"{len(header)} ({', '.join(header)})"
+                + ("; a tab inside a text?" if tsv and len(row) > len(header) else "")
+            )
+        rows.append(row)
+        lines.append(reader.line_num)
+    return {name: _typed([row[i] for row in rows]) for i, name in enumerate(header)}, lines
+
+
+def _check_labels(
+    dataset: datasets.Dataset, field: str, path: Path, lines: list[int] | None, test: bool
+) -> datasets.Dataset:
+    """A missing label is an error naming the file line; a test file whose labels are all
+    missing is unlabelled (the label column is dropped)."""
+    if field not in dataset.column_names:
+        return dataset
+    values = dataset[field]
+    missing = [row for row, v in enumerate(values) if v is None or v == ""]
+    if missing and len(missing) == len(values) and test:
+        return dataset.remove_columns(field)
+    if missing:
+        where = f"line {lines[missing[0]]}" if lines else f"record {missing[0] + 1}"
+        raise ValueError(
+            f"{path} {where}: no {field!r} value ({len(missing)} row(s) without one); "
+            "label every row, or remove the rows"
+        )
+    return dataset
+
+
+def read_file(path: Path, label_field: str | None = None, test: bool = False) -> datasets.Dataset:
     """One local data file as an in-memory Dataset.
 
-    TSV is read with quoting off (GLUE-style files hold unbalanced `"` in the text); CSV with
-    standard quoting. Empty cells stay "" rather than becoming NaN.
+    Empty cells stay "" in text columns. With `label_field`, a row without a label is an
+    error naming the file and line, unless no row has one and `test` (an unlabelled test set).
     """
     ext = path.name.removesuffix(".gz").rsplit(".", 1)[-1]
     opener = gzip.open if path.name.endswith(".gz") else open
-    if ext in ("tsv", "csv"):
-        frame = pd.read_csv(
-            path,
-            sep="\t" if ext == "tsv" else ",",
-            quoting=csv.QUOTE_NONE if ext == "tsv" else csv.QUOTE_MINIMAL,
-            keep_default_na=False,
-        )
-        return datasets.Dataset.from_pandas(frame, preserve_index=False)
     with opener(path, "rb") as f:
         raw = f.read()
     if ext == "parquet":
         return datasets.Dataset(pq.read_table(io.BytesIO(raw)))
-    return datasets.Dataset.from_list(_json_records(raw.decode("utf-8")))
+    text = _decode(raw, path)
+    if ext in ("tsv", "csv"):
+        table, lines = _read_table(text, path, tsv=ext == "tsv")
+        dataset = datasets.Dataset.from_dict(table)
+    else:
+        records, lines = _json_records(text, path)
+        dataset = datasets.Dataset.from_list(records)
+    if label_field is None:
+        return dataset
+    return _check_labels(dataset, label_field, path, lines, test)
 
 
 def _hub_split(hub: datasets.DatasetDict, split: str, what: str) -> datasets.Dataset:
@@ -102,13 +186,12 @@ def _check_columns(splits: dict[str, datasets.Dataset], data_cfg: Any) -> None:
             )
 
 
-def load_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
-    """Raw splits {"train", "validation"[, "test"]} from `data.path` or the hub.
+def read_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
+    """Whole splits {"train", "validation"[, "test"]} from `data.path` or the hub.
 
     With `data.validation_fraction` set, validation is a seeded carve-out of train (the
-    dataset's own validation split, if any, is not loaded); it happens before the seeded
-    `max_train_examples` subset, so the validation set does not depend on that. A test split
-    is loaded when `data.splits.test` is set, and may lack labels.
+    dataset's own validation split, if any, is not loaded). A test split is loaded when
+    `data.splits.test` is set, and may lack labels.
     """
     fraction = data_cfg.get("validation_fraction")
     wanted = {"train": data_cfg.splits.train}
@@ -118,7 +201,10 @@ def load_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
         wanted["test"] = data_cfg.splits.test
     if data_cfg.get("path"):
         folder = Path(data_cfg.path)
-        splits = {key: read_file(_local_file(folder, key, name)) for key, name in wanted.items()}
+        splits = {
+            key: read_file(_local_file(folder, key, name), data_cfg.label_field, key == "test")
+            for key, name in wanted.items()
+        }
     else:
         hub = datasets.load_dataset(data_cfg.name, data_cfg.get("subset"))
         what = "/".join(filter(None, (data_cfg.name, data_cfg.get("subset"))))
@@ -127,12 +213,23 @@ def load_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
         parts = splits["train"].train_test_split(test_size=fraction, seed=seed)
         splits["train"], splits["validation"] = parts["train"], parts["test"]
     _check_columns(splits, data_cfg)
+    return splits
+
+
+def subsets(splits: dict[str, datasets.Dataset], data_cfg: Any, seed: int):
+    """The seeded `max_train_examples` / `max_eval_examples` subsets of whole splits."""
     limits = {
         "train": data_cfg.get("max_train_examples"),
         "validation": data_cfg.get("max_eval_examples"),
         "test": data_cfg.get("max_eval_examples"),
     }
     return {key: _subset(ds, limits[key], seed) for key, ds in splits.items()}
+
+
+def load_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
+    """read_splits, then the seeded subsets: validation carved out of train (if so
+    configured) does not depend on `max_train_examples`."""
+    return subsets(read_splits(data_cfg, seed), data_cfg, seed)
 
 
 def _label_kind(feature: Any) -> str:
@@ -148,26 +245,38 @@ def _label_kind(feature: Any) -> str:
 def label_names(
     splits: dict[str, datasets.Dataset], data_cfg: Any, num_labels: int | None = None
 ) -> list[str]:
-    """Class names, index = label id; their count is num_labels.
+    """Class names, index = label id; their count is num_labels. Only the train split
+    defines classes: a label seen only in validation/test is refused when encoding.
 
-    String labels: sorted unique values over all labelled splits. Integer labels:
-    ["0", ..., str(num_labels - 1)] when `num_labels` is given (config.num_labels), else
-    ["0", ..., str(max)], or the sorted distinct values when the smallest is 1 or more (AG
-    News' 1-4 become 4 classes, not 5). Hub ClassLabel: its names. Float labels
-    (regression): one name, the label field, so num_labels == 1.
+    `data.labels` (names in id order), when set, is used as is. String labels: the sorted
+    unique train values. Integer labels: ["0", ..., str(num_labels - 1)] when `num_labels`
+    is given (config.num_labels), else ["0", ..., str(max)], or the sorted distinct values
+    when the smallest is 1 or more (AG News' 1-4 become 4 classes, not 5). Hub ClassLabel:
+    its names. Float labels (regression): one name, the label field, so num_labels == 1.
     """
     field = data_cfg.label_field
     kind = _label_kind(splits["train"].features[field])
-    if kind == "class":
-        return list(splits["train"].features[field].names)
+    given = data_cfg.get("labels")
     if kind == "float":
         return [field]
-    columns = [ds[field] for ds in splits.values() if field in ds.column_names]
+    if given:
+        names = [str(name) for name in given]
+        if kind == "int" and not all(name.lstrip("-").isdigit() for name in names):
+            raise ValueError(
+                f"data.labels={tuple(given)!r}: the {field!r} column holds integer class ids; "
+                "list those (e.g. '0', '1')"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"data.labels={tuple(given)!r} repeats a class")
+        return sorted(names, key=int) if kind == "int" else names
+    if kind == "class":
+        return list(splits["train"].features[field].names)
+    column = splits["train"][field]
     if kind == "string":
-        return sorted({v for column in columns for v in column if v is not None})
+        return sorted({v for v in column if v is not None})
     if num_labels is not None:
         return [str(i) for i in range(num_labels)]
-    values = np.unique(np.concatenate([np.asarray(c, np.int64) for c in columns]))
+    values = np.unique(np.asarray(column, np.int64))
     values = values[values != NO_LABEL]
     if values.size and values[0] >= 1:
         return [str(v) for v in values]
@@ -187,7 +296,11 @@ def _label_ids(values: list[Any], names: list[str], kind: str, split: str) -> np
         unknown = [(row, v) for row, v in enumerate(values) if v not in index]
         if unknown:
             row, value = unknown[0]
-            raise ValueError(f"{split} split row {row}: label {value!r} not in {names}")
+            raise ValueError(
+                f"{split} split row {row}: label {value!r} is not a train label "
+                f"({', '.join(names[:10])}); fix the row, or list every class in "
+                "--config.data.labels"
+            )
         return np.asarray([index[v] for v in values], np.int32)
     wrong = [(row, v) for row, v in enumerate(values) if not _is_int(v)]
     if wrong:
@@ -202,8 +315,9 @@ def _label_ids(values: list[Any], names: list[str], kind: str, split: str) -> np
     bad = np.flatnonzero(~found & (values != NO_LABEL))
     if len(bad):
         raise ValueError(
-            f"{split} split row {bad[0]}: label {values[bad[0]]} out of range for "
-            f"num_labels {len(names)} (labels {names[0]}..{names[-1]})"
+            f"{split} split row {bad[0]}: label {values[bad[0]]} is not a class of the train "
+            f"split ({names[0]}..{names[-1]}, num_labels {len(names)}); fix the row, or set "
+            "--config.num_labels or --config.data.labels"
         )
     return np.where(values == NO_LABEL, NO_LABEL, ids).astype(np.int32)
 
@@ -273,7 +387,9 @@ def prepare(
     names: list[str] | None = None,
     num_labels: int | None = None,
 ) -> tuple[dict[str, datasets.Dataset], list[str]]:
-    """load_splits -> label_names (unless given, e.g. from a checkpoint) -> encode -> tokenize."""
-    splits = load_splits(data_cfg, seed)
+    """read_splits -> label_names of the whole train split (unless given, e.g. from a
+    checkpoint) -> subsets -> encode -> tokenize."""
+    splits = read_splits(data_cfg, seed)
     names = label_names(splits, data_cfg, num_labels) if names is None else list(names)
-    return tokenize(encode_labels(splits, names, data_cfg), tokenizer, data_cfg), names
+    splits = encode_labels(subsets(splits, data_cfg, seed), names, data_cfg)
+    return tokenize(splits, tokenizer, data_cfg), names

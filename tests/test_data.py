@@ -255,8 +255,10 @@ def test_label_out_of_range_names_split_and_row(tmp_path):
     _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t0\nb\t1\nc\t3\n")
     cfg = make_cfg(path=str(tmp_path), splits={"train": "train", "validation": "dev"})
     splits = data.load_splits(cfg, 0)
-    assert data.label_names(splits, cfg) == ["0", "1", "2", "3"]
-    with pytest.raises(ValueError, match=r"validation split row 2: label 3 out of range.*2"):
+    assert data.label_names(splits, cfg) == ["0", "1"]  # only train defines the classes
+    with pytest.raises(
+        ValueError, match=r"validation split row 2: label 3 is not a class of the train split"
+    ):
         data.encode_labels(splits, ["0", "1"], cfg)
 
 
@@ -414,14 +416,16 @@ def test_config_num_labels_fixes_integer_classes(tmp_path):
     cfg = make_cfg(path=str(tmp_path), splits={"train": "train", "validation": "dev"})
     splits = data.load_splits(cfg, 0)
     assert data.label_names(splits, cfg, num_labels=5) == ["0", "1", "2", "3", "4"]
-    with pytest.raises(ValueError, match=r"validation split row 1: label 2 out of range.*2"):
+    with pytest.raises(
+        ValueError, match=r"validation split row 1: label 2 is not a class.*num_labels 2"
+    ):
         data.encode_labels(splits, data.label_names(splits, cfg, num_labels=2), cfg)
 
 
 def test_non_integer_label_names_split_and_row(tmp_path):
     _write_tsv(tmp_path, "train", "sentence\tlabel\na\t0\nb\t1\n")
-    _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t0\nb\t\n")
+    _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t0\nb\tpos\n")
     cfg = make_cfg(path=str(tmp_path), splits={"train": "train", "validation": "dev"})
     splits = data.load_splits(cfg, 0)
-    with pytest.raises(ValueError, match=r"validation split row 1: label '' is not an integer"):
+    with pytest.raises(ValueError, match=r"validation split row 1: label 'pos' is not an integer"):
         data.encode_labels(splits, ["0", "1"], cfg)
