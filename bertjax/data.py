@@ -89,8 +89,9 @@ def _typed(values: list[str]) -> list[Any]:
 
 
 def _read_table(text: str, path: Path, tsv: bool) -> tuple[dict[str, list[Any]], list[int]]:
-    """(columns, line numbers of the rows) of a TSV with quoting off (GLUE-style files hold unbalanced `"` in the text), CSV with
-    standard quoting; every row must have the header's number of cells; blank lines skipped."""
+    """(columns, line numbers of the rows) of a TSV (quoting off: GLUE-style files hold
+    unbalanced `"` in the text) or a CSV (standard quoting). Every row must have the header's
+    number of cells; blank lines are skipped."""
     quoting = csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL
     reader = csv.reader(
         io.StringIO(text, newline=""), delimiter="\t" if tsv else ",", quoting=quoting

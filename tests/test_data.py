@@ -257,7 +257,7 @@ def test_label_out_of_range_names_split_and_row(tmp_path):
     splits = data.load_splits(cfg, 0)
     assert data.label_names(splits, cfg) == ["0", "1"]  # only train defines the classes
     with pytest.raises(
-        ValueError, match=r"validation split row 2: label 3 is not a class of the train split"
+        ValueError, match=r"validation split row 2: label 3 is not a class of the train"
     ):
         data.encode_labels(splits, ["0", "1"], cfg)
 
@@ -416,9 +416,7 @@ def test_config_num_labels_fixes_integer_classes(tmp_path):
     cfg = make_cfg(path=str(tmp_path), splits={"train": "train", "validation": "dev"})
     splits = data.load_splits(cfg, 0)
     assert data.label_names(splits, cfg, num_labels=5) == ["0", "1", "2", "3", "4"]
-    with pytest.raises(
-        ValueError, match=r"validation split row 1: label 2 is not a class.*num_labels 2"
-    ):
+    with pytest.raises(ValueError, match=r"split row 1: label 2 is not a class.*num_labels 2"):
         data.encode_labels(splits, data.label_names(splits, cfg, num_labels=2), cfg)
 
 
