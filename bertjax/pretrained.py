@@ -164,12 +164,14 @@ def from_pretrained(
     peft: PeftConfig = None,
     dtype=jnp.float32,
     seed: int = 0,
+    announce_new: bool = True,
 ):
     """Loads a Hugging Face checkpoint (folder or hub id) into (model, params).
 
     The checkpoint's classification head is loaded when it has one; otherwise the head is
-    initialised from `seed` and logged. Every other key must be used and every encoder
-    weight present, else a ValueError lists them.
+    initialised from `seed` and logged (a warning; debug with `announce_new=False`, for
+    callers that restore trained weights over them). Every other key must be used and every
+    encoder weight present, else a ValueError lists them.
     """
     folder = resolve(path_or_id)
     config = model_config_from_hf(read_hf_config(folder))
@@ -201,7 +203,10 @@ def from_pretrained(
         flat = flatten_dict(loaded)
         flat.update({p: fresh[p] for p in missing})
         loaded = unflatten_dict(flat)
-        log.warning("newly initialised (seed %d, not in %s): %s", seed, folder, _summarise(missing))
+        level = logging.WARNING if announce_new else logging.DEBUG
+        log.log(
+            level, "newly initialised (seed %d, not in %s): %s", seed, folder, _summarise(missing)
+        )
     return model, jax.tree_util.tree_map(jnp.asarray, loaded)
 
 
