@@ -11,7 +11,6 @@ import sys
 import tokenize
 from typing import NoReturn
 
-import datasets
 from absl import flags
 from absl import logging as absl_logging
 
@@ -24,6 +23,8 @@ def setup_logging() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("jax").setLevel(logging.WARNING)
     logging.getLogger("bertjax").setLevel(logging.INFO)
+    import datasets  # here: report.py uses this module without needing datasets
+
     datasets.disable_progress_bars()  # tokenization bars: seconds of Map: 100% lines
 
 
