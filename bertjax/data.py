@@ -17,6 +17,14 @@ SPLIT_ALIASES = {"dev": ("dev", "validation"), "validation": ("validation", "dev
 NO_LABEL = -1  # label of unlabelled examples (GLUE test sets on the hub use it too)
 
 
+def dataset_name(data_cfg: Any) -> str:
+    """What the data is called in summaries: the local folder when `data.path` is set (it
+    is what gets loaded), else the hub name with its subset ("glue/sst2")."""
+    if data_cfg.get("path"):
+        return str(data_cfg.path)
+    return "/".join(x for x in (data_cfg.get("name"), data_cfg.get("subset")) if x)
+
+
 def _aliases(split: str) -> tuple[str, ...]:
     return SPLIT_ALIASES.get(split, (split,))
 

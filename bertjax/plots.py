@@ -23,13 +23,24 @@ def _save(fig, out_png: Path, dpi: int = 120) -> Path:
     return out_png
 
 
-def _pad_limits(ax, values: list[float], lo: float | None = None, hi: float | None = None):
-    """y-limits with room around the data, at least 0.1 tall, so one point or a flat line
-    does not fill the axis with noise (matplotlib's default is ±4% around a single value)."""
+def padded_limits(values: list[float], lo: float | None = None, hi: float | None = None):
+    """(low, high) y-limits with room around the values, at least 0.1 apart, so one point
+    or a flat line does not spread noise over the axis (matplotlib's default for a single
+    value is ±4% of it); clipped to [lo, hi] where given."""
     low, high = min(values), max(values)
     margin = max(0.1 * (high - low), 0.05)
     low, high = low - margin, high + margin
-    ax.set_ylim(low if lo is None else max(low, lo), high if hi is None else min(high, hi))
+    return (low if lo is None else max(low, lo), high if hi is None else min(high, hi))
+
+
+def validation_series(records: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """{metric: [(step, value), …]} of the validation records, metrics sorted by name."""
+    val = _rows(records, "validation")
+    names = sorted({name for r in val for name in r.get("metrics", {})})
+    return {
+        name: [(r["step"], r["metrics"][name]) for r in val if name in r.get("metrics", {})]
+        for name in names
+    }
 
 
 def plot_curves(records: list[dict], out_png: Path, title: str = "") -> Path:
@@ -54,38 +65,45 @@ def plot_curves(records: list[dict], out_png: Path, title: str = "") -> Path:
         )
     losses = [r["loss"] for r in train + val_loss]
     if losses:
-        _pad_limits(ax_loss, losses, lo=0.0)
+        ax_loss.set_ylim(*padded_limits(losses, lo=0.0))
         ax_loss.legend()
     ax_loss.set(xlabel="step", ylabel="loss", title="loss")
 
-    names = sorted({name for r in val for name in r.get("metrics", {})})
-    values = []
-    for name in names:
-        points = [(r["step"], r["metrics"][name]) for r in val if name in r.get("metrics", {})]
-        steps, ys = zip(*points, strict=True)
-        (line,) = ax_metric.plot(steps, ys, marker="o", label=name)
-        for x, y in points:
+    series = validation_series(records)
+    names, values = list(series), []
+    for k, (name, points) in enumerate(series.items()):
+        # shrinking markers of distinct shapes: metrics with equal values stay visible
+        style = dict(marker="osD^v<>ph"[k % 9], markersize=max(10 - 1.5 * k, 3))
+        ax_metric.plot(*zip(*points, strict=True), label=name, **style)
+        values += [y for _, y in points]
+    # each evaluation's values written beside it (all of them while there are few): metrics
+    # with the same value share one label
+    annotated = val if len(val) <= 4 else val[-1:]
+    for r in annotated:
+        same: dict[str, list[str]] = {}
+        for name in names:
+            if name in r.get("metrics", {}):
+                same.setdefault(f"{r['metrics'][name]:.3f}", []).append(name)
+        for text, group in same.items():
             ax_metric.annotate(
-                f"{y:.3f}",
-                (x, y),
+                f"{' = '.join(group)}: {text}",
+                (r["step"], float(text)),
                 textcoords="offset points",
-                xytext=(4, 4),
+                xytext=(8, -3),
                 fontsize="x-small",
-                color=line.get_color(),
             )
-        values += list(ys)
     ax_metric.set(xlabel="step", title="validation")
     if values:
-        _pad_limits(ax_metric, values)
-        ax_metric.legend(fontsize="small")
+        ax_metric.set_ylim(*padded_limits(values))
+        ax_metric.legend(fontsize="small", loc="upper left")
     else:
         ax_metric.text(
             0.5, 0.5, "no validation yet", ha="center", va="center", transform=ax_metric.transAxes
         )
     last_step = max((r["step"] for r in train + val), default=0)
-    for ax in (ax_loss, ax_metric):
-        if last_step:
-            ax.set_xlim(0, last_step * 1.08)
+    if last_step:
+        ax_loss.set_xlim(0, last_step * 1.05)
+        ax_metric.set_xlim(0, last_step * (1.45 if annotated else 1.05))  # room for labels
     if title:
         fig.suptitle(title)
     return _save(fig, out_png)

@@ -54,11 +54,12 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def dataset_name(config: dict) -> str:
-    """glue/sst2 for a hub dataset with a subset, the folder name for data.path."""
+    """The folder name for data.path (what is loaded when set), else glue/sst2 for a hub
+    dataset with a subset."""
     data = config.get("data", {})
-    if data.get("name"):
-        return "/".join(x for x in (data["name"], data.get("subset")) if x)
-    return Path(data.get("path") or "?").name
+    if data.get("path"):
+        return Path(data["path"]).name
+    return "/".join(x for x in (data.get("name"), data.get("subset")) if x) or "?"
 
 
 def model_name(model: str) -> str:
