@@ -269,7 +269,8 @@ def label_names(
     if kind == "float":
         return [field]
     if given:
-        names = [str(name) for name in given]
+        # --config.data.labels=neg,pos arrives as ("neg,pos",): commas separate names too
+        names = [name.strip() for item in given for name in str(item).split(",")]
         if kind == "int" and not all(name.lstrip("-").isdigit() for name in names):
             raise ValueError(
                 f"data.labels={tuple(given)!r}: the {field!r} column holds integer class ids; "

@@ -519,7 +519,7 @@ def test_integer_data_labels_and_subsets_do_not_drop_classes(tmp_path):
     cfg = _split_cfg(tmp_path, max_train_examples=2)
     splits, names = data.prepare(cfg, _WhitespaceTokenizer(), seed=0)
     assert names == ["1", "3"] and splits["validation"]["label"] == [1]
-    cfg = _split_cfg(tmp_path, labels=("3", "2", "1"))
+    cfg = _split_cfg(tmp_path, labels=("3,2", "1"))  # --config.data.labels=3,2,1 is ("3,2,1",)
     assert data.label_names(data.load_splits(cfg, 0), cfg) == ["1", "2", "3"]
     with pytest.raises(ValueError, match=r"data.labels=\('pos', 'neg'\): the 'label' column"):
         data.label_names(data.load_splits(cfg, 0), _split_cfg(tmp_path, labels=("pos", "neg")))

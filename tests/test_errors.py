@@ -243,7 +243,7 @@ def test_label_seen_only_in_validation_is_refused_or_listed(tmp_path, tiny_bert_
     )
     out = _cli(
         *_train_args(tiny_bert_vocab_dir, data, tmp_path / "run2"),
-        "--config.data.labels=('neg','neutral','pos')",
+        "--config.data.labels=neg,neutral,pos",
         "--config.train.max_steps=1",
     )
     assert out.returncode == 0, out.stderr
