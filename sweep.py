@@ -41,7 +41,7 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
     del argv
     cli.setup_logging()
-    distributed.maybe_initialize()
+    distributed.maybe_initialize()  # before anything asks JAX for its devices
     xla_cache.enable()
     config = _CONFIG.value
     try:

@@ -26,8 +26,8 @@ def main(argv):
     del argv
     cli.setup_logging()
     try:
+        distributed.maybe_initialize()  # before anything asks JAX for its devices
         checks.check_config(_CONFIG.value)
-        distributed.maybe_initialize()
         xla_cache.enable()
         summary = training.train(_CONFIG.value, overwrite=_OVERWRITE.value)
     except (ValueError, OSError, FloatingPointError) as err:
