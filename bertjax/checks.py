@@ -27,11 +27,12 @@ def _at_least_one(field: str, value: Any, what: str = "") -> None:
         raise ValueError(f"{field}={value!r} must be an integer >= 1{what}")
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flat_fields(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"optim.lr": 2e-05, …}: the leaves of a config (or any nested mapping) by dotted name."""
     out = {}
     for key, value in tree.items():
         if hasattr(value, "items"):
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flat_fields(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -65,7 +66,7 @@ def check_config(config) -> None:
             f"optim.warmup_ratio={warmup!r} must be in [0, 1): the fraction of steps spent "
             "warming up"
         )
-    for field, value in _flat(config).items():
+    for field, value in flat_fields(config).items():
         if field.rsplit(".", 1)[-1].endswith("dropout") and not 0 <= value < 1:
             raise ValueError(f"{field}={value!r} must be in [0, 1): a drop probability")
     devices = jax.device_count()

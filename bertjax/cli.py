@@ -57,7 +57,8 @@ def _load_config(path: str | None):
 
 
 def unknown_field(config, name: str) -> str | None:
-    """ "optim.learning_rate (did you mean optim.lr?)" when `name` is not a field of config."""
+    """None when `name` is a field of config, else e.g. `optim.learning_rate (did you mean
+    optim.lr?)`: the closest key at the first level that does not match."""
     node, parts = config, name.split(".")
     for i, part in enumerate(parts):
         keys = list(node.keys()) if hasattr(node, "keys") else []
@@ -151,22 +152,13 @@ def field_comments(module) -> dict[str, str]:
     return out
 
 
-def _flatten(config, prefix: str = "") -> dict:
-    out = {}
-    for key, value in config.items():
-        if hasattr(value, "items"):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def config_fields_help(config) -> str:
     """Every field of config: name, its value there and its meaning (configs/base.py)."""
+    from bertjax.checks import flat_fields
     from configs import base
 
     meanings = field_comments(base)
-    fields = _flatten(config)
+    fields = flat_fields(config)
     order = {name: i for i, name in enumerate(meanings)}  # base.py's order, then the rest
     fields = dict(sorted(fields.items(), key=lambda item: order.get(item[0], len(order))))
     width = max(map(len, fields))
