@@ -99,7 +99,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         try:
             config = _load_config(_config_path(argv))
             wrong = [m for m in map(lambda n: unknown_field(config, n), _overrides(argv)) if m]
-        except Exception:  # noqa: BLE001 (the config itself is broken: report the original)
+        except Exception:  # the config file itself is broken: report the original error
             wrong = []
         fail(f"unknown config field {wrong[0]}" if wrong else _first_line(err))
     except flags.Error as err:
@@ -180,7 +180,7 @@ def help_text(argv: list[str]) -> str:
         path = _config_path(argv)
         try:
             config = _load_config(path)
-        except Exception as err:  # noqa: BLE001 (help should still print)
+        except Exception as err:  # help still prints, with the reason
             return "\n".join(parts + ["", f"(cannot load {path}: {_first_line(err)})"])
         parts += [
             "",
