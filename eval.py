@@ -4,16 +4,15 @@
     python eval.py --ckpt runs/sst2_lora --predict texts.txt [--out predictions.tsv]
 
 Prints a metrics table and, as the last line, the metrics as one JSON object. --predict
-reads one text per line (a tab between the two texts of a pair) and writes a TSV with the
-predicted label name and every label's probability.
+reads one text per line (a tab between the two texts of a pair), prints each line's label
+name and every label's probability, and writes them to a TSV.
 """
 
 import json
-import sys
 
 from absl import app, flags
 
-from bertjax import inference, xla_cache
+from bertjax import cli, inference, xla_cache
 
 _CKPT = flags.DEFINE_string("ckpt", None, "Run folder written by train.py.", required=True)
 _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"], "Split to evaluate.")
@@ -26,15 +25,20 @@ _OUT = flags.DEFINE_string(
 
 def main(argv):
     del argv
+    cli.setup_logging()
     xla_cache.enable()
     try:
         if _PREDICT.value:
             out = _OUT.value or f"{_PREDICT.value}.predictions.tsv"
-            print(inference.predict_file(_CKPT.value, _PREDICT.value, out))
+            file, predictions = inference.predict_file(_CKPT.value, _PREDICT.value, out)
+            for p in predictions:
+                probs = "  ".join(f"{name} {v:.3f}" for name, v in p["probabilities"].items())
+                print(f"{p['label']}\t{probs}\t{p['text'][:70]}")
+            print(f"wrote {file}")
             return
         metrics = inference.evaluate_run(_CKPT.value, _SPLIT.value, _DATA_PATH.value)
-    except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
+    except (ValueError, OSError) as err:
+        cli.fail(err)
     width = max(map(len, metrics))
     print(f"{'metric':<{width}}  {_SPLIT.value}")
     for name, value in metrics.items():
@@ -43,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

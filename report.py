@@ -5,20 +5,21 @@
 
 Runs that differ only in train.seed form one row: metrics as mean ± std over seeds (n shown).
 Writes report.md, report.csv and curves_<dataset>.png (mean validation metric per epoch,
-±std band) into --out (default: the sweep folder when one folder of runs is given, else the
-working directory) and prints the markdown.
+±std band) next to the input: into the folder when one folder of runs is given, else into the
+folder holding the given run folders (runs/ above) — or into --out; prints the markdown and,
+on stderr, the files written.
 """
 
 import argparse
 import sys
 
-from bertjax import report
+from bertjax import cli, report
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="run folders or folders holding runs")
-    parser.add_argument("--out", help="output folder (default: see above)")
+    parser.add_argument("--out", help="output folder (default: next to the input, see above)")
     parser.add_argument(
         "--metrics", help="comma-separated metrics for report.md (default: select metrics)"
     )
@@ -26,8 +27,8 @@ def main():
     metrics = args.metrics.split(",") if args.metrics else None
     try:
         result = report.write_report(args.paths, args.out, metrics)
-    except FileNotFoundError as err:
-        sys.exit(f"error: {err}")
+    except (ValueError, OSError) as err:
+        cli.fail(err)
     print(result["markdown"])
     print("wrote " + ", ".join(map(str, result["files"])), file=sys.stderr)
 

@@ -12,13 +12,12 @@ heatmap.png. Re-running the same command skips finished cells and resumes a half
 as one vmapped program: PEFT methods only; full fine-tuning is refused.
 """
 
-import logging
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from bertjax import distributed, sweep, xla_cache
+from bertjax import checks, cli, distributed, sweep, xla_cache
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a configs/*.py file.", lock_config=True
@@ -41,18 +40,19 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
     del argv
-    logging.getLogger("bertjax").setLevel(logging.INFO)
-    distributed.maybe_initialize()
+    cli.setup_logging()
+    distributed.maybe_initialize()  # before anything asks JAX for its devices
     xla_cache.enable()
     config = _CONFIG.value
     try:
+        checks.check_config(config)
         grid = sweep.parse_grid(config, _GRID.value) if _GRID.value else None
         seeds = sweep.parse_seeds(_SEEDS.value) if _SEEDS.value else None
         result = sweep.run_sweep(
             config, grid, seeds, _WORKDIR.value, _VECTORIZE.value, _MAX_MEMBERS.value
         )
-    except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
+    except (ValueError, OSError) as err:
+        cli.fail(err)
     if result["interrupted"]:
         print(f"interrupted; re-run the same command to resume ({result['report']} so far)")
         sys.exit(result["interrupted"])
@@ -60,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

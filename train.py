@@ -1,6 +1,7 @@
 """Fine-tunes a BERT-family encoder as a config file says. Intentionally kept short.
 
     python train.py --config configs/sst2_lora.py [--config.optim.lr=1e-4 ...] [--overwrite]
+    python train.py --config configs/sst2_lora.py --help   # every config field, its value, meaning
 
 Writes runs/<config name>/ (or --config.workdir): config.json, labels.json, metrics.jsonl,
 curves.png, summary.json and Orbax checkpoints/{best,last}. Re-running the same command
@@ -8,13 +9,11 @@ resumes from checkpoints/last.
 """
 
 import json
-import logging
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from bertjax import distributed, training, xla_cache
+from bertjax import checks, cli, distributed, training, xla_cache
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a configs/*.py file.", lock_config=True
@@ -25,19 +24,20 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
     del argv
-    logging.getLogger("bertjax").setLevel(logging.INFO)
-    distributed.maybe_initialize()
-    xla_cache.enable()
+    cli.setup_logging()
     try:
+        distributed.maybe_initialize()  # before anything asks JAX for its devices
+        checks.check_config(_CONFIG.value)
+        xla_cache.enable()
         result = training.train(_CONFIG.value, overwrite=_OVERWRITE.value)
-    except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
+    except (ValueError, OSError) as err:
+        cli.fail(err)
     if "error" in result:  # diverged
-        sys.exit(f"error: {result['error']}")
+        cli.fail(result["error"])
     if "exit_status" in result:  # stopped by a signal, checkpoints/last saved
         sys.exit(result["exit_status"])
     print(json.dumps(result))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -43,10 +43,36 @@ class Setup:
     base_hash: str
 
 
-def build(config, label_names=None) -> Setup:
-    """Tokenizer, data splits, labels and the model with its trainable mask."""
+def build_model(config, label_names: list, tokenizer, announce_new: bool = True) -> Setup:
+    """The run's model, params and trainable mask from its config and class names, without
+    data (`splits` empty). announce_new=False when trained weights will be restored over the
+    freshly initialised head and PEFT weights, so they are not announced."""
     if config.dtype not in DTYPES:
         raise ValueError(f"dtype {config.dtype!r} unknown; use {' or '.join(DTYPES)}")
+    model, params = from_pretrained(
+        config.model,
+        len(label_names),
+        peft=peft_config(config),
+        dtype=DTYPES[config.dtype],
+        seed=config.train.seed,
+        announce_new=announce_new,
+    )
+    mask = peft.trainable_mask(params, mask_method(config))
+    _, frozen = peft.partition(params, mask)
+    return Setup(
+        model,
+        params,
+        mask,
+        {},
+        list(label_names),
+        tokenizer.pad_token_id,
+        batching.bucket_lengths(config.data.max_length),
+        checkpoint.tree_hash(frozen),
+    )
+
+
+def build(config, label_names=None) -> Setup:
+    """Tokenizer, data splits, labels and the model with its trainable mask."""
     tokenizer = load_tokenizer(config.model)
     splits, names = data.prepare(
         config.data, tokenizer, config.train.seed, label_names, config.num_labels
@@ -57,22 +83,6 @@ def build(config, label_names=None) -> Setup:
             f"config.num_labels={num_labels} but the data's labels are {names[:10]} "
             f"({len(names)}); fix --config.num_labels or data.label_field"
         )
-    model, params = from_pretrained(
-        config.model,
-        num_labels,
-        peft=peft_config(config),
-        dtype=DTYPES[config.dtype],
-        seed=config.train.seed,
-    )
-    mask = peft.trainable_mask(params, mask_method(config))
-    _, frozen = peft.partition(params, mask)
-    return Setup(
-        model,
-        params,
-        mask,
-        splits,
-        names,
-        tokenizer.pad_token_id,
-        batching.bucket_lengths(config.data.max_length),
-        checkpoint.tree_hash(frozen),
-    )
+    setup = build_model(config, names, tokenizer)
+    setup.splits = splits
+    return setup

@@ -1,37 +1,22 @@
-"""Loading, label encoding and tokenization of text-classification datasets (hub or local files)."""
+"""Splits from the hub or local files (bertjax.datafiles), label encoding and tokenization."""
 
-import csv
-import gzip
-import io
-import json
 from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
 
-EXTENSIONS = ("tsv", "csv", "jsonl", "json", "parquet")
-# A configured validation split name also matches the other common spelling.
-SPLIT_ALIASES = {"dev": ("dev", "validation"), "validation": ("validation", "dev")}
+from bertjax.datafiles import aliases, find_file, read_file
+
 NO_LABEL = -1  # label of unlabelled examples (GLUE test sets on the hub use it too)
 
 
-def _aliases(split: str) -> tuple[str, ...]:
-    return SPLIT_ALIASES.get(split, (split,))
-
-
-def find_file(folder: Path, split: str) -> Path:
-    """The first `{split}.{ext}[.gz]` in folder, ext in EXTENSIONS order; aliases dev/validation."""
-    for name in _aliases(split):
-        for ext in EXTENSIONS:
-            for suffix in ("", ".gz"):
-                path = folder / f"{name}.{ext}{suffix}"
-                if path.is_file():
-                    return path
-    looked = ", ".join(f"{name}.{{{','.join(EXTENSIONS)}}}[.gz]" for name in _aliases(split))
-    raise FileNotFoundError(f"no {split!r} data file in {folder}: looked for {looked}")
+def dataset_name(data_cfg: Any) -> str:
+    """What the data is called in summaries: the local folder when `data.path` is set (it
+    is what gets loaded), else the hub name with its subset ("glue/sst2")."""
+    if data_cfg.get("path"):
+        return str(data_cfg.path)
+    return "/".join(x for x in (data_cfg.get("name"), data_cfg.get("subset")) if x)
 
 
 def _local_file(folder: Path, key: str, name: str) -> Path:
@@ -43,38 +28,8 @@ def _local_file(folder: Path, key: str, name: str) -> Path:
         raise FileNotFoundError(f"{err} (no test set? pass --config.data.splits.test=)") from None
 
 
-def _json_records(text: str) -> list[dict[str, Any]]:
-    """A JSON array of records, or JSON Lines (also accepted in a .json file)."""
-    if text.lstrip().startswith("["):
-        return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def read_file(path: Path) -> datasets.Dataset:
-    """One local data file as an in-memory Dataset.
-
-    TSV is read with quoting off (GLUE-style files hold unbalanced `"` in the text); CSV with
-    standard quoting. Empty cells stay "" rather than becoming NaN.
-    """
-    ext = path.name.removesuffix(".gz").rsplit(".", 1)[-1]
-    opener = gzip.open if path.name.endswith(".gz") else open
-    if ext in ("tsv", "csv"):
-        frame = pd.read_csv(
-            path,
-            sep="\t" if ext == "tsv" else ",",
-            quoting=csv.QUOTE_NONE if ext == "tsv" else csv.QUOTE_MINIMAL,
-            keep_default_na=False,
-        )
-        return datasets.Dataset.from_pandas(frame, preserve_index=False)
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if ext == "parquet":
-        return datasets.Dataset(pq.read_table(io.BytesIO(raw)))
-    return datasets.Dataset.from_list(_json_records(raw.decode("utf-8")))
-
-
 def _hub_split(hub: datasets.DatasetDict, split: str, what: str) -> datasets.Dataset:
-    for name in _aliases(split):
+    for name in aliases(split):
         if name in hub:
             return hub[name]
     raise ValueError(f"dataset {what} has no split {split!r}; splits: {sorted(hub)}")
@@ -102,13 +57,12 @@ def _check_columns(splits: dict[str, datasets.Dataset], data_cfg: Any) -> None:
             )
 
 
-def load_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
-    """Raw splits {"train", "validation"[, "test"]} from `data.path` or the hub.
+def read_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
+    """Whole splits {"train", "validation"[, "test"]} from `data.path` or the hub.
 
     With `data.validation_fraction` set, validation is a seeded carve-out of train (the
-    dataset's own validation split, if any, is not loaded); it happens before the seeded
-    `max_train_examples` subset, so the validation set does not depend on that. A test split
-    is loaded when `data.splits.test` is set, and may lack labels.
+    dataset's own validation split, if any, is not loaded). A test split is loaded when
+    `data.splits.test` is set, and may lack labels.
     """
     fraction = data_cfg.get("validation_fraction")
     wanted = {"train": data_cfg.splits.train}
@@ -118,7 +72,10 @@ def load_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
         wanted["test"] = data_cfg.splits.test
     if data_cfg.get("path"):
         folder = Path(data_cfg.path)
-        splits = {key: read_file(_local_file(folder, key, name)) for key, name in wanted.items()}
+        splits = {
+            key: read_file(_local_file(folder, key, name), data_cfg.label_field, key == "test")
+            for key, name in wanted.items()
+        }
     else:
         hub = datasets.load_dataset(data_cfg.name, data_cfg.get("subset"))
         what = "/".join(filter(None, (data_cfg.name, data_cfg.get("subset"))))
@@ -127,12 +84,23 @@ def load_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
         parts = splits["train"].train_test_split(test_size=fraction, seed=seed)
         splits["train"], splits["validation"] = parts["train"], parts["test"]
     _check_columns(splits, data_cfg)
+    return splits
+
+
+def subsets(splits: dict[str, datasets.Dataset], data_cfg: Any, seed: int):
+    """The seeded `max_train_examples` / `max_eval_examples` subsets of whole splits."""
     limits = {
         "train": data_cfg.get("max_train_examples"),
         "validation": data_cfg.get("max_eval_examples"),
         "test": data_cfg.get("max_eval_examples"),
     }
     return {key: _subset(ds, limits[key], seed) for key, ds in splits.items()}
+
+
+def load_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
+    """read_splits, then the seeded subsets: validation carved out of train (if so
+    configured) does not depend on `max_train_examples`."""
+    return subsets(read_splits(data_cfg, seed), data_cfg, seed)
 
 
 def _label_kind(feature: Any) -> str:
@@ -148,26 +116,39 @@ def _label_kind(feature: Any) -> str:
 def label_names(
     splits: dict[str, datasets.Dataset], data_cfg: Any, num_labels: int | None = None
 ) -> list[str]:
-    """Class names, index = label id; their count is num_labels.
+    """Class names, index = label id; their count is num_labels. Only the train split
+    defines classes: a label seen only in validation/test is refused when encoding.
 
-    String labels: sorted unique values over all labelled splits. Integer labels:
-    ["0", ..., str(num_labels - 1)] when `num_labels` is given (config.num_labels), else
-    ["0", ..., str(max)], or the sorted distinct values when the smallest is 1 or more (AG
-    News' 1-4 become 4 classes, not 5). Hub ClassLabel: its names. Float labels
-    (regression): one name, the label field, so num_labels == 1.
+    `data.labels` (names in id order), when set, is used as is. String labels: the sorted
+    unique train values. Integer labels: ["0", ..., str(num_labels - 1)] when `num_labels`
+    is given (config.num_labels), else ["0", ..., str(max)], or the sorted distinct values
+    when the smallest is 1 or more (AG News' 1-4 become 4 classes, not 5). Hub ClassLabel:
+    its names. Float labels (regression): one name, the label field, so num_labels == 1.
     """
     field = data_cfg.label_field
     kind = _label_kind(splits["train"].features[field])
-    if kind == "class":
-        return list(splits["train"].features[field].names)
+    given = data_cfg.get("labels")
     if kind == "float":
         return [field]
-    columns = [ds[field] for ds in splits.values() if field in ds.column_names]
+    if given:
+        # --config.data.labels=neg,pos arrives as ("neg,pos",): commas separate names too
+        names = [name.strip() for item in given for name in str(item).split(",")]
+        if kind == "int" and not all(name.lstrip("-").isdigit() for name in names):
+            raise ValueError(
+                f"data.labels={tuple(given)!r}: the {field!r} column holds integer class ids; "
+                "list those (e.g. '0', '1')"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"data.labels={tuple(given)!r} repeats a class")
+        return sorted(names, key=int) if kind == "int" else names
+    if kind == "class":
+        return list(splits["train"].features[field].names)
+    column = splits["train"][field]
     if kind == "string":
-        return sorted({v for column in columns for v in column if v is not None})
+        return sorted({v for v in column if v is not None})
     if num_labels is not None:
         return [str(i) for i in range(num_labels)]
-    values = np.unique(np.concatenate([np.asarray(c, np.int64) for c in columns]))
+    values = np.unique(np.asarray(column, np.int64))
     values = values[values != NO_LABEL]
     if values.size and values[0] >= 1:
         return [str(v) for v in values]
@@ -187,7 +168,11 @@ def _label_ids(values: list[Any], names: list[str], kind: str, split: str) -> np
         unknown = [(row, v) for row, v in enumerate(values) if v not in index]
         if unknown:
             row, value = unknown[0]
-            raise ValueError(f"{split} split row {row}: label {value!r} not in {names}")
+            raise ValueError(
+                f"{split} split row {row}: label {value!r} is not a train label "
+                f"({', '.join(names[:10])}); fix the row, or list every class in "
+                "--config.data.labels"
+            )
         return np.asarray([index[v] for v in values], np.int32)
     wrong = [(row, v) for row, v in enumerate(values) if not _is_int(v)]
     if wrong:
@@ -202,8 +187,9 @@ def _label_ids(values: list[Any], names: list[str], kind: str, split: str) -> np
     bad = np.flatnonzero(~found & (values != NO_LABEL))
     if len(bad):
         raise ValueError(
-            f"{split} split row {bad[0]}: label {values[bad[0]]} out of range for "
-            f"num_labels {len(names)} (labels {names[0]}..{names[-1]})"
+            f"{split} split row {bad[0]}: label {values[bad[0]]} is not a class of the train "
+            f"split ({names[0]}..{names[-1]}, num_labels {len(names)}); fix the row, or set "
+            "--config.num_labels or --config.data.labels"
         )
     return np.where(values == NO_LABEL, NO_LABEL, ids).astype(np.int32)
 
@@ -273,7 +259,9 @@ def prepare(
     names: list[str] | None = None,
     num_labels: int | None = None,
 ) -> tuple[dict[str, datasets.Dataset], list[str]]:
-    """load_splits -> label_names (unless given, e.g. from a checkpoint) -> encode -> tokenize."""
-    splits = load_splits(data_cfg, seed)
+    """read_splits -> label_names of the whole train split (unless given, e.g. from a
+    checkpoint) -> subsets -> encode -> tokenize."""
+    splits = read_splits(data_cfg, seed)
     names = label_names(splits, data_cfg, num_labels) if names is None else list(names)
-    return tokenize(encode_labels(splits, names, data_cfg), tokenizer, data_cfg), names
+    splits = encode_labels(subsets(splits, data_cfg, seed), names, data_cfg)
+    return tokenize(splits, tokenizer, data_cfg), names

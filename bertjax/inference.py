@@ -9,35 +9,39 @@ import jax
 import numpy as np
 
 import peft
-from bertjax import checkpoint, data, runs, sharding
-from bertjax.build import build
+from bertjax import data, runs, sharding
+from bertjax.build import build_model
 from bertjax.evaluate import metrics_of, predict
 from bertjax.pretrained import load_tokenizer
 from bertjax.steps import make_eval_step
 
 
-def load_run(run: Path, data_path: str | None = None):
-    """(config, setup, trainable) of a run folder, from its best checkpoint.
+def load_run(run: Path, data_path: str | None = None, with_data: bool = True):
+    """(config, setup, trainable) of a run folder, from its best checkpoint; setup.splits
+    holds the tokenized data unless `with_data` is False.
 
     Refuses a base model whose weights differ from the ones the run was trained on.
     """
     run = Path(run)
     config = runs.load_config(run)
     best = run / "checkpoints" / "best"
-    if not checkpoint.exists(best):
+    if not best.exists():
         raise FileNotFoundError(f"{run}: no checkpoint at {best} (not a finished bertjax run?)")
     if data_path is not None:
         config.data.path, config.data.name = data_path, None
     names = json.loads((run / runs.LABELS_FILE).read_text())
-    setup = build(config, label_names=names)
+    tokenizer = load_tokenizer(config.model)
+    setup = build_model(config, names, tokenizer, announce_new=False)
     base = json.loads((run / runs.BASE_FILE).read_text())
     if base["sha256"] != setup.base_hash:
         raise ValueError(
             f"{run}: base model {config.model} differs from the one this run was "
             f"trained on (weights hash {setup.base_hash[:12]} != {base['sha256'][:12]})"
         )
-    saved, _ = checkpoint.restore(best, dict(trainable=peft.split(setup.params, setup.mask)))
-    return config, setup, saved["trainable"]
+    if with_data:
+        setup.splits, _ = data.prepare(config.data, tokenizer, config.train.seed, names)
+    trainable = runs.restore_best(runs.Run(config, run), peft.split(setup.params, setup.mask))
+    return config, setup, trainable
 
 
 def _logits(setup, trainable, dataset, batch_size: int):
@@ -72,22 +76,35 @@ def evaluate_run(run: Path, split: str = "validation", data_path: str | None = N
 
 def read_texts(file: Path, fields: tuple[str, ...]) -> list[tuple[str, ...]]:
     """One example per non-empty line; a tab separates the two texts of a pair."""
-    examples = [tuple(line.split("\t")) for line in Path(file).read_text().splitlines()]
-    examples = [e for e in examples if any(t.strip() for t in e)]
-    for row, example in enumerate(examples):
+    raw = Path(file).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(f"{file} line {line}: not UTF-8; re-save the file as UTF-8") from None
+    numbered = [(n, tuple(line.split("\t"))) for n, line in enumerate(text.splitlines(), 1)]
+    numbered = [(n, e) for n, e in numbered if any(t.strip() for t in e)]
+    if not numbered:
+        raise ValueError(
+            f"{file}: no texts to predict; write one per line"
+            + (" (a tab between the two texts of a pair)" if len(fields) == 2 else "")
+        )
+    for number, example in numbered:
         if len(example) != len(fields):
             raise ValueError(
-                f"{file} line {row + 1}: each line needs {len(fields)} tab-separated text(s) "
+                f"{file} line {number}: each line needs {len(fields)} tab-separated text(s) "
                 f"({', '.join(fields)}), got {len(example)}"
             )
-    return examples
+    return [e for _, e in numbered]
 
 
-def predict_file(run: Path, texts_file: Path, out_file: Path) -> Path:
-    """Writes a TSV: text(s), predicted label name and each label's probability."""
+def predict_file(run: Path, texts_file: Path, out_file: Path) -> tuple[Path, list[dict]]:
+    """Writes a TSV (LF line ends): text(s), predicted label name and each label's
+    probability; returns it with one {"text", "label", "probabilities": {name: p}} per example.
+    Only the texts file is tokenized."""
     fields = tuple(runs.load_config(run).data.text_fields)
     examples = read_texts(texts_file, fields)  # bad input fails before the model loads
-    config, setup, trainable = load_run(run)
+    config, setup, trainable = load_run(run, with_data=False)
     table = {f: [e[i] for e in examples] for i, f in enumerate(fields)}
     table["label"] = [data.NO_LABEL] * len(examples)
     dataset = data.tokenize(
@@ -95,11 +112,18 @@ def predict_file(run: Path, texts_file: Path, out_file: Path) -> Path:
     )["predict"]
     logits = _logits(setup, trainable, dataset, config.train.eval_batch_size)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+    names = setup.label_names
     with open(out_file, "w", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
-        writer.writerow([*fields, "label", *(f"p_{n}" for n in setup.label_names)])
+        writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        writer.writerow([*fields, "label", *(f"p_{n}" for n in names)])
         for example, p in zip(examples, probs, strict=True):
-            writer.writerow(
-                [*example, setup.label_names[int(p.argmax())], *(f"{x:.6f}" for x in p)]
-            )
-    return Path(out_file)
+            writer.writerow([*example, names[int(p.argmax())], *(f"{x:.6f}" for x in p)])
+    predictions = [
+        dict(
+            text=" | ".join(e),
+            label=names[int(p.argmax())],
+            probabilities=dict(zip(names, map(float, p), strict=True)),
+        )
+        for e, p in zip(examples, probs, strict=True)
+    ]
+    return Path(out_file), predictions

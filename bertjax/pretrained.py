@@ -75,10 +75,22 @@ def read_state_dict(folder: Path) -> dict[str, np.ndarray]:
     raise FileNotFoundError(f"{folder}: no weights (looked for {' or '.join(WEIGHT_FILES)})")
 
 
+def _corrupt(file: Path, err: BaseException) -> ValueError:
+    reason = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0]
+    return ValueError(
+        f"{file}: unreadable weights file, truncated or corrupt ({reason}); download or "
+        "save the checkpoint again"
+    )
+
+
 def _read_safetensors(file: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    return load_file(file)
+    try:
+        return load_file(file)
+    except SafetensorError as err:
+        raise _corrupt(file, err) from None
 
 
 def _read_torch_bin(file: Path) -> dict[str, np.ndarray]:
@@ -93,10 +105,12 @@ def _read_torch_bin(file: Path) -> dict[str, np.ndarray]:
         # weights_only: a checkpoint must never run code while loading.
         state = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).splitlines()[0]
+        reason = str(err).splitlines()[0].split(". ")[0]
         raise ValueError(
             f"{file}: refused to load, not a plain tensor checkpoint ({reason})"
         ) from None
+    except (RuntimeError, EOFError) as err:  # a truncated zip archive, an empty file
+        raise _corrupt(file, err) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{file}: refused to load, expected a dict of tensors")
     return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
@@ -164,12 +178,14 @@ def from_pretrained(
     peft: PeftConfig = None,
     dtype=jnp.float32,
     seed: int = 0,
+    announce_new: bool = True,
 ):
     """Loads a Hugging Face checkpoint (folder or hub id) into (model, params).
 
     The checkpoint's classification head is loaded when it has one; otherwise the head is
-    initialised from `seed` and logged. Every other key must be used and every encoder
-    weight present, else a ValueError lists them.
+    initialised from `seed` and logged (a warning; debug with `announce_new=False`, for
+    callers that restore trained weights over them). Every other key must be used and every
+    encoder weight present, else a ValueError lists them.
     """
     folder = resolve(path_or_id)
     config = model_config_from_hf(read_hf_config(folder))
@@ -201,7 +217,10 @@ def from_pretrained(
         flat = flatten_dict(loaded)
         flat.update({p: fresh[p] for p in missing})
         loaded = unflatten_dict(flat)
-        log.warning("newly initialised (seed %d, not in %s): %s", seed, folder, _summarise(missing))
+        level = logging.WARNING if announce_new else logging.DEBUG
+        log.log(
+            level, "newly initialised (seed %d, not in %s): %s", seed, folder, _summarise(missing)
+        )
     return model, jax.tree_util.tree_map(jnp.asarray, loaded)
 
 

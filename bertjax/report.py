@@ -1,25 +1,22 @@
-"""Results of many runs collated over seeds: report.md, report.csv and learning curves per dataset.
+"""Tables of many runs: report.md/report.csv over seeds, and a sweep's sweep.md/sweep.csv.
 
 Runs are folders holding summary.json (and config.json, metrics.jsonl), as bertjax.training
 writes them. Runs whose configs differ only in train.seed (and name/workdir) form one group;
-a group's metrics are the mean ± standard deviation (ddof=1) over its seeds.
+a group's metrics are the mean ± standard deviation (ddof=1) over its seeds. Plots: plots.py.
 """
 
 import csv
 import io
 import json
 import math
+import os
 import re
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 
+from bertjax import plots
 from bertjax import runs as run_files
-
-matplotlib.use("Agg")  # files only, never a display
-
-import matplotlib.pyplot as plt  # noqa: E402
 
 IGNORED_KEYS = ("train.seed", "name", "workdir")  # what may differ within a group
 IDENTITY_KEYS = ("model", "peft.method", "data.name", "data.subset", "data.path")
@@ -57,11 +54,12 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def dataset_name(config: dict) -> str:
-    """glue/sst2 for a hub dataset with a subset, the folder name for data.path."""
+    """The folder name for data.path (what is loaded when set), else glue/sst2 for a hub
+    dataset with a subset."""
     data = config.get("data", {})
-    if data.get("name"):
-        return "/".join(x for x in (data["name"], data.get("subset")) if x)
-    return Path(data.get("path") or "?").name
+    if data.get("path"):
+        return Path(data["path"]).name
+    return "/".join(x for x in (data.get("name"), data.get("subset")) if x) or "?"
 
 
 def model_name(model: str) -> str:
@@ -75,7 +73,11 @@ def model_name(model: str) -> str:
 
 def load_run(run: Path) -> dict:
     """summary, flat config, validation records and the grouping fields of one run."""
-    summary = json.loads((run / run_files.SUMMARY_FILE).read_text())
+    file = run / run_files.SUMMARY_FILE
+    try:
+        summary = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file}: not valid JSON ({err}); re-run the run to rewrite it") from None
     config = run_files.config_dict(run_files.load_config(run))  # raises without config.json
     flat = _flatten(config)
     return dict(
@@ -272,33 +274,22 @@ def plot_learning_curves(groups: list[dict], out_dir: Path) -> list[Path]:
     for dataset in dict.fromkeys(g["dataset"] for g in groups):
         same = [g for g in groups if g["dataset"] == dataset]
         metrics = list(dict.fromkeys(g["select_metric"] for g in same if g["select_metric"]))
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for g in same:
-            epochs, mean, std = curve(g["runs"], g["select_metric"])
-            if not len(epochs):
-                continue
-            (line,) = ax.plot(epochs, mean, marker="o", label=_label(g, same))
-            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        ax.set(
-            xlabel="epoch",
-            ylabel=f"validation {' / '.join(metrics)}",
-            title=f"{dataset}: mean ± std over seeds",
-        )
-        if ax.lines:
-            ax.legend(fontsize="small")
-        fig.tight_layout()
+        lines = [(_label(g, same), *curve(g["runs"], g["select_metric"])) for g in same]
         file = Path(out_dir) / f"curves_{re.sub(r'[^A-Za-z0-9._-]+', '_', dataset)}.png"
-        fig.savefig(file, dpi=120)
-        plt.close(fig)
-        files.append(file)
+        title = f"{dataset}: mean ± std over seeds"
+        files.append(
+            plots.plot_mean_curves(lines, file, f"validation {' / '.join(metrics)}", title)
+        )
     return files
 
 
 def default_out(paths) -> Path:
-    """The sweep folder when one folder of runs is given, else the working directory."""
-    if len(paths) == 1 and not (Path(paths[0]) / run_files.SUMMARY_FILE).is_file():
-        return Path(paths[0])
-    return Path.cwd()
+    """Next to the input: the folder itself when one folder of runs is given (a sweep),
+    else the folder that holds the given run folders (their common parent)."""
+    paths = [Path(p).absolute() for p in paths]
+    if len(paths) == 1 and not (paths[0] / run_files.SUMMARY_FILE).is_file():
+        return paths[0]
+    return Path(os.path.commonpath([p.parent for p in paths]))
 
 
 def write_report(paths, out_dir=None, metrics: list[str] | None = None) -> dict:

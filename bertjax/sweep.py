@@ -1,30 +1,22 @@
 """Grid sweeps: one run folder per cell (× seed) under a sweep folder, the best cell by its
-validation metric, and a report: sweep.md, sweep.csv and heatmap.png."""
+validation metric, and a report (bertjax.sweep_report): sweep.md, sweep.csv and heatmap.png."""
 
 import copy
-import csv
 import dataclasses
 import itertools
 import json
 import logging
-import math
 from pathlib import Path
 
-import matplotlib
 import ml_collections
-import numpy as np
 
-matplotlib.use("Agg")  # files only, never a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-
-from bertjax import runs, training  # noqa: E402
+from bertjax import runs, sweep_report, training
+from bertjax.sweep_report import format_value, short_names
 
 log = logging.getLogger("bertjax")
 
 # The BERT miniatures' published fine-tuning grid (Turc et al., 2019).
 DEFAULT_GRID = {"optim.lr": (3e-4, 1e-4, 5e-5, 3e-5), "train.batch_size": (8, 16, 32, 64, 128)}
-REPORT_FILE, CSV_FILE, HEATMAP_FILE = "sweep.md", "sweep.csv", "heatmap.png"
 NOT_SWEPT = ("name", "workdir")
 
 
@@ -82,24 +74,6 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {text!r}: repeated seeds")
     return seeds
-
-
-def format_value(value) -> str:
-    """Short, deterministic text of a grid value: 3e-4, 5e-5, 0.1, 32, True."""
-    if isinstance(value, float) and value != 0 and abs(value) < 1e-2:
-        mantissa, exponent = f"{value:e}".split("e")
-        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-    return str(value).replace("/", "_")
-
-
-def format_point(names: list[str], point: tuple) -> str:
-    return ", ".join(f"{n}={format_value(v)}" for n, v in zip(names, point, strict=True))
-
-
-def short_names(keys) -> dict[str, str]:
-    """Each key's last segment ("lr"), or the whole key where two would clash."""
-    last = [k.rsplit(".", 1)[-1] for k in keys]
-    return {k: s if last.count(s) == 1 else k for k, s in zip(keys, last, strict=True)}
 
 
 @dataclasses.dataclass
@@ -190,180 +164,6 @@ def run_sweep(
         if interrupted:
             break
     folder.mkdir(parents=True, exist_ok=True)
-    summary = write_report(folder, config, grid, seeds, cells, failed)
+    summary = sweep_report.write_sweep_report(folder, config, grid, seeds, cells, failed)
     summary["interrupted"] = interrupted
     return summary
-
-
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
-
-
-def _fmt(mean, std) -> str:
-    if mean is None:
-        return "–"
-    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
-
-
-def collect(cells: list[Cell], metric: str, failed: dict | None = None) -> list[dict]:
-    """One row per run: status, validation metric and the summary it came from."""
-    rows = []
-    for cell in cells:
-        file = cell.run / runs.SUMMARY_FILE
-        summary = json.loads(file.read_text()) if file.is_file() else None
-        status = "done" if summary else (failed or {}).get(cell.name, "not finished")
-        value = summary["validation"].get(metric) if summary else None
-        rows.append(dict(cell=cell, status=status, validation=value, summary=summary))
-    return rows
-
-
-def aggregate(rows: list[dict]) -> list[dict]:
-    """One entry per grid point (in grid order): mean ± sample std over its finished seeds."""
-    points = {}
-    for row in rows:
-        points.setdefault(row["cell"].point, []).append(row)
-    out = []
-    for point, members in points.items():
-        done = [r for r in members if r["status"] == "done" and r["validation"] is not None]
-        mean, std = _mean_std([r["validation"] for r in done])
-        out.append(dict(point=point, runs=members, done=done, mean=mean, std=std))
-    return out
-
-
-def best_point(points: list[dict]) -> dict | None:
-    """The grid point with the highest mean validation metric (first in grid order on ties)."""
-    scored = [p for p in points if p["mean"] is not None]
-    return max(scored, key=lambda p: p["mean"]) if scored else None
-
-
-def write_report(folder: Path, config, grid: dict, seeds, cells: list[Cell], failed=None) -> dict:
-    """sweep.md, sweep.csv and heatmap.png in folder; returns the winner's numbers."""
-    metric = config.train.select_metric
-    rows = collect(cells, metric, failed)
-    points = aggregate(rows)
-    winner = best_point(points)
-    names = short_names(list(grid))
-    keys = [names[k] for k in grid]
-
-    with open(folder / CSV_FILE, "w", newline="") as f:
-        writer = csv.writer(f)
-        from_summary = ("best_step", "trainable_params", "wall_time_s")
-        writer.writerow(
-            ["cell", *keys, "seed", "status", f"validation_{metric}", *from_summary, "winner"]
-        )
-        for row in rows:
-            cell, summary = row["cell"], row["summary"] or {}
-            value = "" if row["validation"] is None else row["validation"]
-            is_winner = winner is not None and cell.point == winner["point"]
-            writer.writerow(
-                [cell.name, *cell.point, cell.config.train.seed, row["status"], value]
-                + [summary.get(field, "") for field in from_summary]
-                + [is_winner]
-            )
-
-    n_seeds = len(seeds) if seeds else 1
-    spread = f", mean ± sample std over {n_seeds} seeds" if n_seeds > 1 else ""
-    lines = [
-        f"# Sweep: {config.name}",
-        "",
-        f"{len(cells)} runs in `{folder}`, one folder per cell; each run's validation {metric} "
-        f"is that of its best checkpoint{spread}. Grid: "
-        + "; ".join(f"{k} = {', '.join(format_value(v) for v in vs)}" for k, vs in grid.items())
-        + (f"; seeds {', '.join(map(str, seeds))}" if seeds else "")
-        + ".",
-        "",
-        "| " + " | ".join([*keys, f"validation {metric}", "runs"]) + " |",
-        "|" + "---:|" * (len(keys) + 2),
-    ]
-    for p in points:
-        text = _fmt(p["mean"], p["std"])
-        if p is winner:
-            text = f"**{text}**"
-        states = sorted({r["status"] for r in p["runs"]} - {"done"})
-        count = f"{len(p['done'])}/{len(p['runs'])}" + (f" ({', '.join(states)})" if states else "")
-        lines.append("| " + " | ".join([*map(format_value, p["point"]), text, count]) + " |")
-    lines += ["", "## Winner", ""]
-    result = dict(report=str(folder / REPORT_FILE), winner=None)
-    if winner is None:
-        lines.append("No run has finished yet.")
-    else:
-        first = winner["done"][0]["summary"]
-        tests = [r["summary"]["test"] for r in winner["done"]]
-        test_values = [t[metric] for t in tests if t and metric in t]
-        test_mean, test_std = _mean_std(test_values)
-        where = format_point(keys, winner["point"])
-        test_text = (
-            f"test {metric} {_fmt(test_mean, test_std)} (its best checkpoints)"
-            if test_values
-            else "no labelled test split"
-        )
-        lines.append(
-            f"{where}: validation {metric} {_fmt(winner['mean'], winner['std'])}; {test_text}; "
-            f"trainable parameters {first['trainable_params']:,} of {first['total_params']:,}."
-        )
-        ties = [
-            format_point(keys, p["point"])
-            for p in points
-            if p is not winner and p["mean"] == winner["mean"]
-        ]
-        if ties:
-            lines += ["", f"Tied with {'; '.join(ties)}: the first in grid order wins."]
-        lines += ["", "Runs: " + ", ".join(f"`{r['cell'].name}`" for r in winner["done"])]
-        result["winner"] = dict(
-            point=dict(zip(grid, winner["point"], strict=True)),
-            runs=[str(r["cell"].run) for r in winner["done"]],
-            validation=winner["mean"],
-            validation_std=winner["std"],
-            test=test_mean,
-            test_std=test_std,
-            trainable_params=first["trainable_params"],
-        )
-    (folder / REPORT_FILE).write_text("\n".join(lines) + "\n")
-    label = f"validation {metric}" + (f", mean over {n_seeds} seeds" if n_seeds > 1 else "")
-    plot_heatmap(points, grid, winner, label, folder / HEATMAP_FILE)
-    return result
-
-
-def plot_heatmap(points, grid: dict, winner, label: str, out_png: Path) -> Path:
-    """Mean validation metric over the first two grid keys (one row when there is one key);
-    with more keys each square shows the best over the others."""
-    keys = list(grid)
-    rows_key, cols_key = keys[0], keys[1] if len(keys) > 1 else None
-    row_values = grid[rows_key]
-    col_values = grid[cols_key] if cols_key else (None,)
-    values = np.full((len(row_values), len(col_values)), np.nan)
-    for p in points:
-        if p["mean"] is None:
-            continue
-        i = row_values.index(p["point"][0])
-        j = col_values.index(p["point"][1]) if cols_key else 0
-        values[i, j] = p["mean"] if math.isnan(values[i, j]) else max(values[i, j], p["mean"])
-    names = short_names(keys)
-    fig, ax = plt.subplots(figsize=(1.4 * len(col_values) + 2.5, 0.7 * len(row_values) + 1.8))
-    image = ax.imshow(values, cmap="viridis", aspect="auto")
-    fig.colorbar(image, ax=ax)
-    ax.set_yticks(range(len(row_values)), [format_value(v) for v in row_values])
-    ax.set_ylabel(names[rows_key])
-    if cols_key:
-        ax.set_xticks(range(len(col_values)), [format_value(v) for v in col_values])
-        ax.set_xlabel(names[cols_key])
-    else:
-        ax.set_xticks([])
-    finite = values[np.isfinite(values)]
-    middle = (finite.min() + finite.max()) / 2 if finite.size else 0
-    for (i, j), v in np.ndenumerate(values):
-        text = "–" if np.isnan(v) else f"{v:.3f}"
-        ax.text(j, i, text, ha="center", va="center", color="black" if v > middle else "white")
-    if winner is not None:
-        i = row_values.index(winner["point"][0])
-        j = col_values.index(winner["point"][1]) if cols_key else 0
-        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
-    others = [names[k] for k in keys[2:]]
-    title = label.replace(", ", "\n") + (f"\nbest over {', '.join(others)}" if others else "")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png

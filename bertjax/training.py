@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import peft
-from bertjax import batching, data, runs, sharding
+from bertjax import batching, checks, data, runs, sharding
 from bertjax.build import Setup, build
 from bertjax.evaluate import MODEL_INPUTS, metrics_of, predict
 from bertjax.optim import make_optimizer
@@ -127,6 +127,8 @@ def train_runs(configs: list, overwrite: bool = False, max_members: int | None =
     A finished run (summary.json) is left as it is. max_members: at most this many runs per
     call of the step (activation memory grows with it); None: all.
     """
+    for config in configs:
+        checks.check_config(config)
     check_group(configs)
     members = [runs.check_folder(c, overwrite) for c in configs]
     with runs.held([m.folder for m in members]):
@@ -515,7 +517,7 @@ def _finish(
         name=config.name,
         model=config.model,
         method=config.peft.method,
-        dataset=config.data.path or config.data.name,
+        dataset=data.dataset_name(config.data),
         best_step=run.best["step"],
         validation=run.best["metrics"],
         test=test_metrics,

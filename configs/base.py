@@ -1,6 +1,7 @@
 """Defaults for every run; task configs import get_config() and override fields.
 
-Not a task by itself: it trains nothing useful until `model` and `data.*` are set.
+Not a task by itself: it trains nothing useful until `model` and `data.*` are set. Every field
+has a trailing comment: `python train.py --help` prints them as the field's meaning.
 """
 
 import ml_collections
@@ -12,47 +13,52 @@ def get_config() -> ml_collections.ConfigDict:
     config.name = "base"  # run name; the default workdir is runs/<name>
     config.model = "bert-base-uncased"  # local folder or hub id
     config.num_labels = placeholder(int)  # None: from the data's labels
-    config.workdir = placeholder(str)  # None: runs/<name>
+    config.workdir = placeholder(str)  # run folder; None: runs/<name>
     config.dtype = "float32"  # computation dtype: float32 | bfloat16 (params stay float32)
 
     config.data = data = ml_collections.ConfigDict()
     data.name = placeholder(str)  # hub dataset, e.g. "glue" (with subset "sst2"), "imdb"
-    data.subset = placeholder(str)
+    data.subset = placeholder(str)  # hub dataset configuration, e.g. "sst2" of "glue"
     data.path = placeholder(str)  # or a local folder with {train,dev,test}.{tsv,csv,jsonl,…}
-    data.text_fields = ("sentence",)
-    data.label_field = "label"
-    data.splits = ml_collections.ConfigDict(
-        dict(train="train", validation="validation", test="test")
-    )
+    data.text_fields = ("sentence",)  # one text column, or two for a sentence pair
+    data.label_field = "label"  # label column: strings, integer class ids or floats
+    data.labels = placeholder(tuple)  # class names in id order (a,b,c); None: train's labels
+    data.splits = splits = ml_collections.ConfigDict()
+    splits.train = "train"  # file/split name of the training data
+    splits.validation = "validation"  # picks the best checkpoint ("dev" files match too)
+    splits.test = "test"  # evaluated once at the end with the best checkpoint; "" for none
     data.validation_fraction = placeholder(float)  # carve validation from train (IMDb)
-    data.max_length = 128
-    data.max_train_examples = placeholder(int)
-    data.max_eval_examples = placeholder(int)
+    data.max_length = 128  # tokens per example (pairs truncated longest-first)
+    data.max_train_examples = placeholder(int)  # seeded random subset of train; None: all
+    data.max_eval_examples = placeholder(int)  # seeded subset of validation/test; None: all
 
     config.peft = p = ml_collections.ConfigDict()
     p.method = "full"  # full | head | bitfit | lora | adapter
-    p.lora = ml_collections.ConfigDict(
-        dict(rank=8, alpha=16.0, dropout=0.1, targets=("query", "value"))
-    )
-    p.adapter = ml_collections.ConfigDict(
-        dict(kind="houlsby", reduction_factor=16, activation="gelu")
-    )
+    p.lora = lora = ml_collections.ConfigDict()
+    lora.rank = 8  # LoRA rank r of the update A·B
+    lora.alpha = 16.0  # update scaled by alpha / rank
+    lora.dropout = 0.1  # dropout on the LoRA input, in [0, 1)
+    lora.targets = ("query", "value")  # Dense layer names that get LoRA
+    p.adapter = adapter = ml_collections.ConfigDict()
+    adapter.kind = "houlsby"  # houlsby (after attention and FFN) | pfeiffer (after FFN)
+    adapter.reduction_factor = 16  # adapter width = hidden size / reduction_factor
+    adapter.activation = "gelu"  # adapter nonlinearity
 
     config.optim = o = ml_collections.ConfigDict()
-    o.lr = 2e-5
-    o.weight_decay = 0.01
-    o.warmup_ratio = 0.1
+    o.lr = 2e-5  # peak learning rate (AdamW), > 0
+    o.weight_decay = 0.01  # AdamW decoupled weight decay (not on biases/LayerNorm)
+    o.warmup_ratio = 0.1  # fraction of optimizer steps warming up linearly, in [0, 1)
     o.schedule = "linear"  # linear | constant | cosine
     o.grad_clip = 1.0  # global-norm clipping; 0 turns it off
     o.accumulate = 1  # micro-batches per optimizer update
 
     config.train = t = ml_collections.ConfigDict()
-    t.batch_size = 32
-    t.epochs = 3
+    t.batch_size = 32  # examples per step, divisible by the device count
+    t.epochs = 3  # passes over the training data
     t.max_steps = placeholder(int)  # stop after this many micro-steps (None: all epochs)
     t.eval_every = placeholder(int)  # also evaluate every N steps (None: once per epoch)
-    t.log_every = 50
-    t.seed = 0
+    t.log_every = 50  # steps between train-loss records in metrics.jsonl
+    t.seed = 0  # data order, subsets, new weights and dropout
     t.select_metric = "accuracy"  # validation metric that picks the best checkpoint
-    t.eval_batch_size = 128
+    t.eval_batch_size = 128  # examples per evaluation step, divisible by the device count
     return config

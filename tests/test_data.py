@@ -255,8 +255,10 @@ def test_label_out_of_range_names_split_and_row(tmp_path):
     _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t0\nb\t1\nc\t3\n")
     cfg = make_cfg(path=str(tmp_path), splits={"train": "train", "validation": "dev"})
     splits = data.load_splits(cfg, 0)
-    assert data.label_names(splits, cfg) == ["0", "1", "2", "3"]
-    with pytest.raises(ValueError, match=r"validation split row 2: label 3 out of range.*2"):
+    assert data.label_names(splits, cfg) == ["0", "1"]  # only train defines the classes
+    with pytest.raises(
+        ValueError, match=r"validation split row 2: label 3 is not a class of the train"
+    ):
         data.encode_labels(splits, ["0", "1"], cfg)
 
 
@@ -414,14 +416,123 @@ def test_config_num_labels_fixes_integer_classes(tmp_path):
     cfg = make_cfg(path=str(tmp_path), splits={"train": "train", "validation": "dev"})
     splits = data.load_splits(cfg, 0)
     assert data.label_names(splits, cfg, num_labels=5) == ["0", "1", "2", "3", "4"]
-    with pytest.raises(ValueError, match=r"validation split row 1: label 2 out of range.*2"):
+    with pytest.raises(ValueError, match=r"split row 1: label 2 is not a class.*num_labels 2"):
         data.encode_labels(splits, data.label_names(splits, cfg, num_labels=2), cfg)
 
 
 def test_non_integer_label_names_split_and_row(tmp_path):
     _write_tsv(tmp_path, "train", "sentence\tlabel\na\t0\nb\t1\n")
-    _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t0\nb\t\n")
+    _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t0\nb\tpos\n")
     cfg = make_cfg(path=str(tmp_path), splits={"train": "train", "validation": "dev"})
     splits = data.load_splits(cfg, 0)
-    with pytest.raises(ValueError, match=r"validation split row 1: label '' is not an integer"):
+    with pytest.raises(ValueError, match=r"validation split row 1: label 'pos' is not an integer"):
         data.encode_labels(splits, ["0", "1"], cfg)
+
+
+# --- bad files: one line naming the file and line -------------------------------------------
+
+
+def _split_cfg(tmp_path, **more):
+    return make_cfg(path=str(tmp_path), splits={"train": "train", "validation": "dev"}, **more)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        (
+            "train.tsv",
+            "sentence\tlabel\na\t0\n\nb\t1\tx\n",
+            r"train.tsv line 4: 3 cells, the header has 2",
+        ),
+        ("train.tsv", "sentence\tlabel\na\t0\nb\n", r"train.tsv line 3: 1 cells, the header has 2"),
+        ("train.csv", 'sentence,label\n"a, b",0\nc,1,2\n', r"train.csv line 3: 3 cells"),
+        ("train.tsv", "sentence\tlabel\na\t0\nb\t\n", r"train.tsv line 3: no 'label' value"),
+        ("train.csv", "sentence,label\na,pos\nb,\n", r"train.csv line 3: no 'label' value"),
+        (
+            "train.jsonl",
+            '{"sentence": "a", "label": 1}\n\n{"sentence": "b"}\n',
+            r"train.jsonl line 3: no 'label'",
+        ),
+        (
+            "train.jsonl",
+            '{"sentence": "a", "label": 1}\n{"sentence": "b", "label": \n',
+            r"train.jsonl line 2: not valid JSON",
+        ),
+        (
+            "train.json",
+            '[{"sentence": "a", "label": 1},\n {"sentence": "b" "label": 0}]',
+            r"train.json line 2: not valid JSON",
+        ),
+        (
+            "train.tsv",
+            b"sentence\tlabel\na\t0\nb\xff\xfe\t1\n",
+            r"train.tsv line 3: byte 0xff is not UTF-8",
+        ),
+        ("train.tsv", "", r"train.tsv: empty file"),
+    ],
+)
+def test_bad_file_names_file_and_line(tmp_path, name, content, message):
+    file = tmp_path / name
+    file.write_bytes(content if isinstance(content, bytes) else content.encode())
+    _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t0\n")
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/{message}") as err:
+        data.load_splits(_split_cfg(tmp_path), 0)
+    assert "\n" not in str(err.value)
+
+
+def test_a_test_file_without_any_label_is_unlabelled(tmp_path):
+    _write_tsv(tmp_path, "train", "sentence\tlabel\na\t0\nb\t1\n")
+    _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t0\n")
+    _write_tsv(tmp_path, "test", "sentence\tlabel\nc\t\nd\t\n")  # GLUE-style: empty labels
+    cfg = make_cfg(path=str(tmp_path))
+    splits = data.load_splits(cfg, 0)
+    encoded = data.encode_labels(splits, data.label_names(splits, cfg), cfg)
+    assert encoded["test"]["label"] == [data.NO_LABEL, data.NO_LABEL]
+    _write_tsv(tmp_path, "test", "sentence\tlabel\nc\t1\nd\t\n")  # some labelled: an error
+    with pytest.raises(ValueError, match=r"test.tsv line 3: no 'label' value"):
+        data.load_splits(cfg, 0)
+
+
+def test_classes_come_from_train_or_data_labels(tmp_path):
+    _write_tsv(tmp_path, "train", "sentence\tlabel\na\tpos\nb\tneg\n")
+    _write_tsv(tmp_path, "dev", "sentence\tlabel\na\tneutral\nb\tpos\n")
+    cfg = _split_cfg(tmp_path)
+    splits = data.load_splits(cfg, 0)
+    assert data.label_names(splits, cfg) == ["neg", "pos"]
+    with pytest.raises(
+        ValueError,
+        match=r"^validation split row 0: label 'neutral' is not a train label \(neg, pos\); "
+        r"fix the row, or list every class in --config.data.labels$",
+    ):
+        data.encode_labels(splits, ["neg", "pos"], cfg)
+    cfg = _split_cfg(tmp_path, labels=("pos", "neutral", "neg"))  # the given order is the ids'
+    names = data.label_names(splits, cfg)
+    assert names == ["pos", "neutral", "neg"]
+    assert data.encode_labels(splits, names, cfg)["validation"]["label"] == [1, 0]
+
+
+def test_integer_data_labels_and_subsets_do_not_drop_classes(tmp_path):
+    """Integer ids listed in data.labels are sorted; a class the train subset missed is still
+    a class (labels come from the whole train split, before max_train_examples)."""
+    _write_tsv(tmp_path, "train", "sentence\tlabel\n" + "a\t1\n" * 30 + "b\t3\n")
+    _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t3\n")
+    cfg = _split_cfg(tmp_path, max_train_examples=2)
+    splits, names = data.prepare(cfg, _WhitespaceTokenizer(), seed=0)
+    assert names == ["1", "3"] and splits["validation"]["label"] == [1]
+    cfg = _split_cfg(tmp_path, labels=("3,2", "1"))  # --config.data.labels=3,2,1 is ("3,2,1",)
+    assert data.label_names(data.load_splits(cfg, 0), cfg) == ["1", "2", "3"]
+    with pytest.raises(ValueError, match=r"data.labels=\('pos', 'neg'\): the 'label' column"):
+        data.label_names(data.load_splits(cfg, 0), _split_cfg(tmp_path, labels=("pos", "neg")))
+
+
+class _WhitespaceTokenizer:
+    """A tokenizer stand-in for the label plumbing: one id per word."""
+
+    def __call__(self, texts, truncation=True, max_length=None):
+        return {"input_ids": [[len(word) for word in text.split()] for text in texts]}
+
+
+def test_dataset_name_is_the_local_folder():
+    cfg = make_cfg(name="glue", subset="sst2", path="/data/sst2_local")
+    assert data.dataset_name(cfg) == "/data/sst2_local"
+    assert data.dataset_name(make_cfg(name="glue", subset="sst2", path=None)) == "glue/sst2"

@@ -1,8 +1,10 @@
-"""plot_curves writes a readable, non-blank PNG, with or without validation rows."""
+"""plot_curves writes a readable, non-blank PNG, with or without validation rows; a short run
+with one evaluation still reads (x in steps, limits that do not blow up noise)."""
 
 import matplotlib.image as mpimg
 import numpy as np
 
+from bertjax import plots
 from bertjax.plots import plot_curves
 
 
@@ -63,3 +65,40 @@ def test_plot_curves_writes_png(tmp_path):
 
 def test_plot_curves_without_validation(tmp_path):
     _check_png(plot_curves(_records(False), tmp_path / "sub" / "curves.png"))
+
+
+def test_validation_is_plotted_against_steps():
+    """The metrics panel shares the loss panel's x: steps, not epochs (eval_every runs have
+    several evaluations per epoch)."""
+    records = _records(True)
+    series = plots.validation_series(records)
+    assert series == {
+        "accuracy": [(50 * e, 0.7 + 0.05 * e) for e in (1, 2, 3)],
+        "macro_f1": [(50 * e, 0.65 + 0.06 * e) for e in (1, 2, 3)],
+    }
+
+
+def test_limits_of_a_single_point_or_a_flat_line():
+    """matplotlib would draw one accuracy of 1.0 on a 0.96-1.04 axis; here the axis spans at
+    least 0.1, clipped where the quantity cannot go (loss >= 0)."""
+    assert plots.padded_limits([1.0]) == (0.95, 1.05)
+    assert plots.padded_limits([0.7, 0.7, 0.7]) == (0.7 - 0.05, 0.7 + 0.05)
+    assert plots.padded_limits([0.01], lo=0.0) == (0.0, 0.060000000000000005)
+    low, high = plots.padded_limits([0.2, 0.8])
+    assert np.isclose(low, 0.2 - 0.06) and np.isclose(high, 0.8 + 0.06)
+
+
+def test_short_run_with_one_evaluation(tmp_path):
+    """8 steps, two train-loss records and one evaluation (the quick start's shape)."""
+    records = [
+        dict(step=5, epoch=0.625, split="train", loss=0.694, metrics={}),
+        dict(step=8, epoch=1.0, split="train", loss=0.691, metrics={}),
+        dict(
+            step=8,
+            epoch=1.0,
+            split="validation",
+            loss=0.693,
+            metrics={"accuracy": 0.5, "micro_f1": 0.5, "f1": 0.0, "mcc": 0.0},
+        ),
+    ]
+    _check_png(plot_curves(records, tmp_path / "curves.png", title="tiny"))

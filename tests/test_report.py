@@ -134,8 +134,27 @@ def test_cli_writes_into_the_sweep_folder(sweep, monkeypatch, capsys):
     assert printed.startswith("# Results") and "| bitfit |" in printed
     assert {"report.md", "report.csv", "curves_sst2.png"} <= {p.name for p in out.iterdir()}
     monkeypatch.setattr(sys, "argv", ["report.py", str(sweep / "nothing_here")])
-    with pytest.raises(SystemExit, match="no such folder"):
+    with pytest.raises(SystemExit) as exit:
         report_script.main()
+    assert exit.value.code == 1
+    assert capsys.readouterr().err == f"error: {sweep / 'nothing_here'}: no such folder\n"
+
+
+def test_default_output_folder_is_next_to_the_input(tmp_path):
+    """One folder of runs: that folder. Run folders: the folder holding them, never the cwd."""
+    for run in ("a/x", "a/y", "b/z"):
+        (tmp_path / run).mkdir(parents=True)
+        (tmp_path / run / "summary.json").write_text("{}")
+    assert report.default_out([tmp_path / "a"]) == tmp_path / "a"
+    assert report.default_out([tmp_path / "a/x"]) == tmp_path / "a"
+    assert report.default_out([tmp_path / "a/x", tmp_path / "a/y"]) == tmp_path / "a"
+    assert report.default_out([tmp_path / "a/x", tmp_path / "b/z"]) == tmp_path
+
+
+def test_dataset_is_the_local_folder_when_data_path_is_set():
+    config = {"data": {"name": "glue", "subset": "sst2", "path": "/data/my_sst2"}}
+    assert report.dataset_name(config) == "my_sst2"
+    assert report.dataset_name({"data": {"name": "glue", "subset": "sst2"}}) == "glue/sst2"
 
 
 def test_settings_column_names_what_differs(sweep, tmp_path):

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from bertjax import checkpoint, runs, sweep, training
+from bertjax import checkpoint, runs, sweep, sweep_report, training
 from tests.conftest import run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def test_vectorized_equals_separate_runs(sweeps):
 def test_sweep_report_picks_the_best_mean(sweeps):
     config, root, separate, _ = sweeps
     folder = root / "separate"
-    for name in (sweep.REPORT_FILE, sweep.CSV_FILE, sweep.HEATMAP_FILE):
+    for name in (sweep_report.REPORT_FILE, sweep_report.CSV_FILE, sweep_report.HEATMAP_FILE):
         assert (folder / name).stat().st_size > 0
     scores = {}
     for cell in _cells(config, folder):
@@ -99,10 +99,10 @@ def test_sweep_report_picks_the_best_mean(sweeps):
     best = max(means, key=means.get)
     assert separate["winner"]["point"] == {"optim.lr": best[0]}
     np.testing.assert_allclose(separate["winner"]["validation"], means[best])
-    report = (folder / sweep.REPORT_FILE).read_text()
-    assert f"lr={sweep.format_value(best[0])}: validation accuracy" in report
+    report = (folder / sweep_report.REPORT_FILE).read_text()
+    assert f"lr={sweep_report.format_value(best[0])}: validation accuracy" in report
     assert "test accuracy" in report and "trainable parameters" in report
-    with open(folder / sweep.CSV_FILE) as f:
+    with open(folder / sweep_report.CSV_FILE) as f:
         rows = list(csv.DictReader(f))
     assert [r["cell"] for r in rows] == [
         "lr=0.01,seed=1",
@@ -223,16 +223,16 @@ def test_report_of_a_lr_by_batch_size_grid_with_seeds(tmp_path):
         )
         if cell.name != "lr=1e-4,batch_size=16,seed=2":
             runs.write_json(cell.run / runs.SUMMARY_FILE, summary)
-    result = sweep.write_report(tmp_path, config, grid, (1, 2), cells)
+    result = sweep_report.write_sweep_report(tmp_path, config, grid, (1, 2), cells)
     assert result["winner"]["point"] == {"optim.lr": 3e-4, "train.batch_size": 16}
     np.testing.assert_allclose(result["winner"]["validation"], 0.85)
     np.testing.assert_allclose(result["winner"]["validation_std"], np.std([0.8, 0.9], ddof=1))
     np.testing.assert_allclose(result["winner"]["test"], 0.75)
-    report = (tmp_path / sweep.REPORT_FILE).read_text()
+    report = (tmp_path / sweep_report.REPORT_FILE).read_text()
     assert "| 3e-4 | 16 | **0.8500 ± 0.0707** | 2/2 |" in report
     assert "| 1e-4 | 16 | 0.8100 | 1/2 (not finished) |" in report
     assert "lr=3e-4, batch_size=16: validation accuracy 0.8500 ± 0.0707; test accuracy" in report
-    assert (tmp_path / sweep.HEATMAP_FILE).stat().st_size > 0
+    assert (tmp_path / sweep_report.HEATMAP_FILE).stat().st_size > 0
     assert not sweep.finished(cells[-1]) and sweep.finished(cells[0])
 
 

@@ -1,0 +1,191 @@
+"""What train.py, eval.py and sweep.py share: quiet logs, one-line errors, config help."""
+
+import ast
+import difflib
+import importlib.util
+import inspect
+import io
+import logging
+import re
+import sys
+import tokenize
+from typing import NoReturn
+
+from absl import flags
+from absl import logging as absl_logging
+
+HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "-?")
+
+
+def setup_logging() -> None:
+    """bertjax's INFO lines only: Orbax's per-checkpoint INFO lines and JAX's backend probing
+    (the `libtpu` line) are shown from WARNING up."""
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("jax").setLevel(logging.WARNING)
+    logging.getLogger("bertjax").setLevel(logging.INFO)
+    import datasets  # here: report.py uses this module without needing datasets
+
+    datasets.disable_progress_bars()  # tokenization bars: seconds of Map: 100% lines
+
+
+def fail(message: object) -> NoReturn:
+    """Exit status 1 after one `error: …` line on stderr."""
+    text = " ".join(str(message).split("\n")[0].split()) or type(message).__name__
+    print(f"error: {text}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _config_path(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-config") and i + 1 < len(argv):
+            return argv[i + 1]
+        if re.match(r"^-{1,2}config=", arg):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _load_config(path: str | None):
+    """The config a --config path gives (configs/base.py without one)."""
+    if path is None:
+        from configs import base
+
+        return base.get_config()
+    spec = importlib.util.spec_from_file_location("bertjax_cli_config", path.split(":")[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def unknown_field(config, name: str) -> str | None:
+    """None when `name` is a field of config, else e.g. `optim.learning_rate (did you mean
+    optim.lr?)`: the closest key at the first level that does not match."""
+    node, parts = config, name.split(".")
+    for i, part in enumerate(parts):
+        keys = list(node.keys()) if hasattr(node, "keys") else []
+        if part not in keys:
+            initials = "".join(word[:1] for word in part.split("_"))  # learning_rate -> lr
+            close = [initials] if initials in keys else difflib.get_close_matches(part, keys, 1)
+            guess = ".".join([*parts[:i], close[0], *parts[i + 1 :]]) if close else None
+            return name + (f" (did you mean {guess}?)" if guess else "")
+        node = node[part]
+    return None
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    """Field names of the --config.x.y[=v] / --noconfig.x.y flags in argv."""
+    names = []
+    for arg in argv:
+        match = re.match(r"^-{1,2}(?:no)?config\.([^=]+)", arg)
+        if match:
+            names.append(match.group(1))
+    return names
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing with one-line errors (exit 1) and a --help that lists the config
+    fields (exit 0); pass as `app.run(main, flags_parser=cli.parse_flags)`."""
+    if any(arg in HELP_FLAGS for arg in argv[1:]):
+        print(help_text(argv))
+        sys.exit(0)
+    try:
+        rest = flags.FLAGS(argv)
+    except (KeyError, AttributeError) as err:  # ml_collections: an override names no field
+        try:
+            config = _load_config(_config_path(argv))
+            wrong = [m for m in map(lambda n: unknown_field(config, n), _overrides(argv)) if m]
+        except Exception:  # the config file itself is broken: report the original error
+            wrong = []
+        fail(f"unknown config field {wrong[0]}" if wrong else _first_line(err))
+    except flags.Error as err:
+        missing = re.search(r"--(\w+) must have a value other than None", str(err))
+        if missing:
+            fail(f"--{missing.group(1)} is required (python {argv[0]} --help lists the flags)")
+        fail(_first_line(err))
+    if "config" in flags.FLAGS and flags.FLAGS["config"].present:
+        try:
+            flags.FLAGS.config.get("name")  # a config file that failed to load raises here
+        except OSError:
+            fail(
+                f"cannot load config file {_config_path(argv)}: no such file, or it has no "
+                "get_config()"
+            )
+    return rest
+
+
+def field_comments(module) -> dict[str, str]:
+    """{"optim.lr": "peak learning rate …"}: the trailing `# comment` of each assignment in
+    the module's get_config(), named by its dotted config path."""
+    source = inspect.getsource(module)
+    comments = {
+        token.start[0]: token.string.lstrip("# ").strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    function = next(
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef) and node.name == "get_config"
+    )
+    aliases: dict[str, str] = {}
+    out = {}
+    for statement in function.body:
+        if not isinstance(statement, ast.Assign):
+            continue
+        path = None
+        for target in statement.targets:
+            if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name):
+                base = aliases.get(target.value.id)
+                path = target.attr if base in (None, "") else f"{base}.{target.attr}"
+        for target in statement.targets:
+            if isinstance(target, ast.Name):
+                aliases[target.id] = path or ""
+        lines = range(statement.lineno, statement.end_lineno + 1)
+        comment = next((comments[n] for n in lines if n in comments), "")
+        if path:
+            out[path] = comment
+    return out
+
+
+def config_fields_help(config) -> str:
+    """Every field of config: name, its value there and its meaning (configs/base.py)."""
+    from bertjax.checks import flat_fields
+    from configs import base
+
+    meanings = field_comments(base)
+    fields = flat_fields(config)
+    order = {name: i for i, name in enumerate(meanings)}  # base.py's order, then the rest
+    fields = dict(sorted(fields.items(), key=lambda item: order.get(item[0], len(order))))
+    width = max(map(len, fields))
+    values = {name: repr(value) for name, value in fields.items()}
+    value_width = min(max(map(len, values.values())), 24)
+    return "\n".join(
+        f"  {name:<{width}}  {values[name]:<{value_width}}  {meanings.get(name, '')}".rstrip()
+        for name in fields
+    )
+
+
+def help_text(argv: list[str]) -> str:
+    """The script's docstring, its flags and the config fields with the --config file's
+    values (configs/base.py's without one)."""
+    main = sys.modules["__main__"]
+    parts = [(main.__doc__ or "").strip(), "", "flags:"]
+    parts.append(flags.FLAGS.main_module_help() or "  (none)")
+    if "config" in flags.FLAGS:
+        path = _config_path(argv)
+        try:
+            config = _load_config(path)
+        except Exception as err:  # help still prints, with the reason
+            return "\n".join(parts + ["", f"(cannot load {path}: {_first_line(err)})"])
+        parts += [
+            "",
+            f"config fields (values of {path or 'configs/base.py'}; override any with "
+            "--config.<field>=<value>):",
+            config_fields_help(config),
+        ]
+    return "\n".join(parts)
