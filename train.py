@@ -9,6 +9,7 @@ resumes from checkpoints/last.
 """
 
 import json
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
