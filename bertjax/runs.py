@@ -6,6 +6,8 @@ from pathlib import Path
 
 import ml_collections
 
+from bertjax import distributed
+
 CONFIG_FILE, LABELS_FILE, METRICS_FILE = "config.json", "labels.json", "metrics.jsonl"
 SUMMARY_FILE, CURVES_FILE, BASE_FILE = "summary.json", "curves.png", "base.json"
 IGNORED_WHEN_RESUMING = ("workdir",)  # fields that may differ between a run and its resume
@@ -48,8 +50,9 @@ def open_run(config, overwrite: bool = False) -> Path:
     """
     run = workdir_of(config)
     new = config_dict(config)
-    if run.exists() and overwrite:
+    if run.exists() and overwrite and distributed.is_primary():
         shutil.rmtree(run)
+    distributed.barrier(f"open {run}")  # every process checks the same folder ...
     if (run / CONFIG_FILE).is_file():
         diff = _differences(json.loads((run / CONFIG_FILE).read_text()), new)
         if diff:
@@ -59,12 +62,15 @@ def open_run(config, overwrite: bool = False) -> Path:
             )
     elif run.exists() and any(run.iterdir()):
         raise ValueError(f"{run} exists and is not a bertjax run; choose another --config.workdir")
+    distributed.barrier(f"checked {run}")  # ... before process 0 writes to it
     run.mkdir(parents=True, exist_ok=True)
     write_json(run / CONFIG_FILE, new)
     return run
 
 
 def write_json(file: Path, data) -> None:
+    if not distributed.is_primary():  # process 0 alone writes the run folder's files
+        return
     tmp = file.with_name(file.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(file)
@@ -79,10 +85,14 @@ def read_metrics(run: Path) -> list[dict]:
 
 def truncate_metrics(run: Path, step: int) -> None:
     """Drops records logged after `step` (they belong to the part of a run being redone)."""
+    if not distributed.is_primary():
+        return
     kept = [r for r in read_metrics(run) if r["step"] <= step]
     (Path(run) / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 def append_metrics(run: Path, record: dict) -> None:
+    if not distributed.is_primary():
+        return
     with open(Path(run) / METRICS_FILE, "a") as f:
         f.write(json.dumps(record) + "\n")

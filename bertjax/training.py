@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import peft
-from bertjax import batching, checkpoint, data, runs, sharding
+from bertjax import batching, checkpoint, data, distributed, runs, sharding
 from bertjax.evaluate import evaluate, model_inputs
 from bertjax.optim import make_optimizer
 from bertjax.plots import plot_curves
@@ -127,6 +127,7 @@ def train(config, overwrite: bool = False, interrupt_at: int | None = None) -> d
 
     interrupt_at: behave as if SIGINT arrived after this step (tests of resume).
     """
+    interrupt_at = interrupt_at or distributed.interrupt_step()
     run = runs.open_run(config, overwrite)
     setup = build(config)
     runs.write_json(run / runs.LABELS_FILE, setup.label_names)
@@ -259,10 +260,11 @@ def train(config, overwrite: bool = False, interrupt_at: int | None = None) -> d
                 bar.update(1)
                 if tc.eval_every and step % tc.eval_every == 0 and step % steps_per_epoch:
                     run_eval(step, step / steps_per_epoch)
-                if stop.signal or step == interrupt_at or step >= total_steps:
+                stopping = distributed.any_process(stop.signal is not None)  # same step on all
+                if stopping or step == interrupt_at or step >= total_steps:
                     break
             bar.close()
-            if stop.signal or step == interrupt_at:
+            if stopping or step == interrupt_at:
                 if step % steps_per_epoch == 0:  # the epoch is complete: evaluate it first
                     run_eval(step, step / steps_per_epoch)
                 save_last()
