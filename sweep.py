@@ -42,10 +42,10 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
     del argv
     logging.getLogger("bertjax").setLevel(logging.INFO)
-    distributed.maybe_initialize()
     xla_cache.enable()
     config = _CONFIG.value
     try:
+        distributed.maybe_initialize()
         grid = sweep.parse_grid(config, _GRID.value) if _GRID.value else None
         seeds = sweep.parse_seeds(_SEEDS.value) if _SEEDS.value else None
         result = sweep.run_sweep(

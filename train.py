@@ -26,9 +26,9 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
     del argv
     logging.getLogger("bertjax").setLevel(logging.INFO)
-    distributed.maybe_initialize()
     xla_cache.enable()
     try:
+        distributed.maybe_initialize()
         summary = training.train(_CONFIG.value, overwrite=_OVERWRITE.value)
     except (ValueError, FileNotFoundError, FloatingPointError) as err:
         sys.exit(f"error: {err}")

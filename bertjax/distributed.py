@@ -1,5 +1,6 @@
 """Several processes, one run: start-up from the environment, process 0, barriers, agreement."""
 
+import logging
 import os
 
 import jax
@@ -9,6 +10,7 @@ from jax.experimental import multihost_utils
 ADDRESS, COUNT, PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
 SWITCH = "BERTJAX_DISTRIBUTED"  # =1: let JAX detect the cluster (SLURM, Open MPI, TPU, k8s)
 INTERRUPT = "BERTJAX_INTERRUPT_AT"  # test hook: stop as if interrupted after this step
+log = logging.getLogger("bertjax")
 
 
 def _int(name: str, value: str, low: int, high: int | None = None) -> int:
@@ -70,6 +72,13 @@ def maybe_initialize() -> bool:
             f"{SWITCH}=1 but JAX detected no cluster (SLURM, Open MPI, Cloud TPU, Kubernetes) "
             f"({err}); set {ADDRESS}, {COUNT} and {PROCESS_ID} on every process"
         ) from None
+    log.info(
+        "process %d of %d: %d of %d devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
     return True
 
 

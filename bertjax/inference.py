@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 import peft
-from bertjax import checkpoint, data, runs, sharding
+from bertjax import checkpoint, data, distributed, runs, sharding
 from bertjax.evaluate import metrics_of, predict
 from bertjax.pretrained import load_tokenizer
 from bertjax.steps import make_eval_step
@@ -95,6 +95,8 @@ def predict_file(run: Path, texts_file: Path, out_file: Path) -> Path:
     )["predict"]
     logits = _logits(setup, trainable, dataset, config.train.eval_batch_size)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+    if not distributed.is_primary():  # process 0 alone writes the file
+        return Path(out_file)
     with open(out_file, "w", newline="") as f:
         writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
         writer.writerow([*fields, "label", *(f"p_{n}" for n in setup.label_names)])
