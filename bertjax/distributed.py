@@ -93,12 +93,17 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def any_process(flag: bool) -> bool:
-    """True on every process if `flag` is True on any (a host sync; free with one process):
-    a signal seen by one process stops all of them at the same step."""
+def agreed_stop(flag: bool, step: int, every: int) -> bool:
+    """Whether to stop after `step`, the same answer on every process. Alone: `flag`, at
+    once. With several: True where any process has `flag` set at a step divisible by
+    `every` (an all-gather there, a host sync the loop already makes at its log steps;
+    no sync in between), so a signal stops them all at the same step."""
     if jax.process_count() == 1:
         return bool(flag)
-    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
+    if step % every:
+        return False
+    flags = multihost_utils.process_allgather(np.asarray(flag, np.int32))
+    return bool(np.any(flags))
 
 
 def interrupt_step() -> int | None:

@@ -260,7 +260,7 @@ def train(config, overwrite: bool = False, interrupt_at: int | None = None) -> d
                 bar.update(1)
                 if tc.eval_every and step % tc.eval_every == 0 and step % steps_per_epoch:
                     run_eval(step, step / steps_per_epoch)
-                stopping = distributed.any_process(stop.signal is not None)  # same step on all
+                stopping = distributed.agreed_stop(stop.signal is not None, step, tc.log_every)
                 if stopping or step == interrupt_at or step >= total_steps:
                     break
             bar.close()

@@ -15,7 +15,7 @@ import pytest
 from bertjax import checkpoint, distributed, runs
 
 REPO = Path(__file__).resolve().parents[1]
-INTERRUPT_AT = 90  # of 128 steps: mid-epoch 2, after the step-80 log record
+INTERRUPT_AT = 45  # of 64 steps: mid-epoch 2, after the step-40 log record
 RUN_FILES = {
     "config.json",
     "labels.json",
@@ -53,8 +53,9 @@ def _command(model: Path, data: Path, workdir: Path) -> list[str]:
         f"--config.workdir={workdir}",
         "--config.data.splits.validation=dev",
         "--config.data.max_train_examples=512",
+        "--config.train.batch_size=16",
         "--config.train.epochs=2",
-        "--config.train.log_every=16",
+        "--config.train.log_every=8",
         "--config.optim.lr=3e-2",
         "--config.optim.warmup_ratio=0.0",
     ]
