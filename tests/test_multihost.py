@@ -38,8 +38,8 @@ def data_dir(tmp_path_factory) -> Path:
         return "".join(f"item {i} was {words[i % 2]}\t{i % 2}\n" for i in range(start, start + n))
 
     (folder / "train.tsv").write_text("sentence\tlabel\n" + rows(0, 512))
-    for split in ("dev", "test"):
-        (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + rows(1000, 32))
+    (folder / "dev.tsv").write_text("sentence\tlabel\n" + rows(1000, 32))
+    (folder / "test.tsv").write_text("sentence\tlabel\n" + rows(2000, 48))
     return folder
 
 
