@@ -12,7 +12,7 @@ import json
 
 from absl import app, flags
 
-from bertjax import cli, inference, xla_cache
+from bertjax import cli, distributed, inference, xla_cache
 
 _CKPT = flags.DEFINE_string("ckpt", None, "Run folder written by train.py.", required=True)
 _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"], "Split to evaluate.")
@@ -28,6 +28,7 @@ def main(argv):
     cli.setup_logging()
     xla_cache.enable()
     try:
+        distributed.maybe_initialize()
         if _PREDICT.value:
             out = _OUT.value or f"{_PREDICT.value}.predictions.tsv"
             file, predictions = inference.predict_file(_CKPT.value, _PREDICT.value, out)

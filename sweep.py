@@ -41,10 +41,10 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
     del argv
     cli.setup_logging()
-    distributed.maybe_initialize()  # before anything asks JAX for its devices
     xla_cache.enable()
     config = _CONFIG.value
     try:
+        distributed.maybe_initialize()  # before anything asks JAX for its devices
         checks.check_config(config)
         grid = sweep.parse_grid(config, _GRID.value) if _GRID.value else None
         seeds = sweep.parse_seeds(_SEEDS.value) if _SEEDS.value else None

@@ -10,6 +10,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from bertjax import distributed
+
 
 def _checkpointer() -> ocp.StandardCheckpointer:
     return ocp.StandardCheckpointer()
@@ -17,19 +19,29 @@ def _checkpointer() -> ocp.StandardCheckpointer:
 
 def save(folder: Path, tree, meta: dict) -> None:
     """Writes `tree` (+ meta.json) to `folder` atomically: a crash mid-save leaves the
-    previous checkpoint in place (written beside it, then swapped in by rename)."""
+    previous checkpoint in place (written beside it, then swapped in by rename).
+
+    With several processes every one calls this (Orbax writes each array once, from the
+    process holding it); process 0 alone clears, renames and writes meta.json, and nobody
+    returns before the new checkpoint is in place.
+    """
     folder = Path(folder).absolute()
     fresh, old = folder.with_name(folder.name + ".new"), folder.with_name(folder.name + ".old")
-    for stale in (fresh, old):
-        shutil.rmtree(stale, ignore_errors=True)
+    primary = distributed.is_primary()
+    if primary:
+        for stale in (fresh, old):
+            shutil.rmtree(stale, ignore_errors=True)
+    distributed.barrier(f"checkpoint cleared {folder}")
     checkpointer = _checkpointer()
     checkpointer.save(fresh / "state", tree)
     checkpointer.wait_until_finished()
-    (fresh / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if folder.exists():
-        folder.rename(old)
-    fresh.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    if primary:
+        (fresh / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if folder.exists():
+            folder.rename(old)
+        fresh.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    distributed.barrier(f"checkpoint saved {folder}")
 
 
 def _as_saved(checkpointer: ocp.StandardCheckpointer, path: Path):

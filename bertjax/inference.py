@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 import peft
-from bertjax import data, runs, sharding
+from bertjax import data, distributed, runs, sharding
 from bertjax.build import build_model
 from bertjax.evaluate import metrics_of, predict
 from bertjax.pretrained import load_tokenizer
@@ -113,11 +113,12 @@ def predict_file(run: Path, texts_file: Path, out_file: Path) -> tuple[Path, lis
     logits = _logits(setup, trainable, dataset, config.train.eval_batch_size)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
     names = setup.label_names
-    with open(out_file, "w", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
-        writer.writerow([*fields, "label", *(f"p_{n}" for n in names)])
-        for example, p in zip(examples, probs, strict=True):
-            writer.writerow([*example, names[int(p.argmax())], *(f"{x:.6f}" for x in p)])
+    if distributed.is_primary():  # process 0 alone writes the file
+        with open(out_file, "w", newline="") as f:
+            writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+            writer.writerow([*fields, "label", *(f"p_{n}" for n in names)])
+            for example, p in zip(examples, probs, strict=True):
+                writer.writerow([*example, names[int(p.argmax())], *(f"{x:.6f}" for x in p)])
     predictions = [
         dict(
             text=" | ".join(e),

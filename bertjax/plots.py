@@ -9,6 +9,8 @@ matplotlib.use("Agg")  # files only, never a display
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bertjax import distributed  # noqa: E402
+
 
 def _rows(records: list[dict], split: str) -> list[dict]:
     return [r for r in records if r.get("split") == split]
@@ -51,6 +53,9 @@ def plot_curves(records: list[dict], out_png: Path, title: str = "") -> Path:
     records: metrics.jsonl lines, each with step, epoch, split ("train" | "validation" |
     "test"), optional loss and a metrics dict. Works before any validation row exists.
     """
+    out_png = Path(out_png)
+    if not distributed.is_primary():  # process 0 alone writes the run folder's files
+        return out_png
     train = [r for r in _rows(records, "train") if r.get("loss") is not None]
     val = _rows(records, "validation")
     val_loss = [r for r in val if r.get("loss") is not None]

@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
 import ml_collections
 
-from bertjax import checkpoint
+from bertjax import checkpoint, distributed
 
 log = logging.getLogger("bertjax")
 
@@ -82,10 +81,6 @@ class RunLocked(ValueError):
     """Another live process holds the run folder."""
 
 
-def _is_primary() -> bool:
-    return jax.process_index() == 0
-
-
 def lock(folder: Path):
     """Holds `folder` for this process (an open file); raises RunLocked naming the holder."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -119,7 +114,7 @@ def unlock(folder: Path, file) -> None:
 def held(folders: list[Path]):
     """Locks every folder (process 0 only, under multi-host) for the duration; a folder this
     created and that holds nothing but the lock afterwards (a failed start) is removed."""
-    if not _is_primary():
+    if not distributed.is_primary():
         yield
         return
     created = [f for f in folders if not f.exists()]
@@ -182,7 +177,7 @@ def check_folder(config, overwrite: bool = False) -> Run:
 def start(run: Run, label_names: list, base: dict, overwrite: bool = False) -> None:
     """Writes the run's config, labels and base model id (emptying the folder first with
     `overwrite`): called once everything they describe has loaded."""
-    if not _is_primary():
+    if not distributed.is_primary():
         return
     if overwrite:
         for entry in run.folder.iterdir():
@@ -199,7 +194,7 @@ def finished_summary(run: Run) -> dict | None:
 
 
 def write_json(file: Path, data) -> None:
-    if not _is_primary():
+    if not distributed.is_primary():
         return
     tmp = file.with_name(file.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -233,7 +228,7 @@ def read_metrics(run: Path) -> list[dict]:
 
 def truncate_metrics(run: Path, step: int) -> None:
     """Keeps records logged up to `step` (later ones belong to the part being redone)."""
-    if not _is_primary():
+    if not distributed.is_primary():
         return
     kept = [r for r in read_metrics(run) if r["step"] <= step]
     tmp = Path(run) / (METRICS_FILE + ".tmp")
@@ -242,7 +237,7 @@ def truncate_metrics(run: Path, step: int) -> None:
 
 
 def append_metrics(run: Path, record: dict) -> None:
-    if not _is_primary():
+    if not distributed.is_primary():
         return
     with open(Path(run) / METRICS_FILE, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -288,7 +283,8 @@ def restore(folder: Path, like) -> tuple | None:
             continue
         if skipped:
             log.warning("%s: skipped incomplete checkpoints %s", folder.parent, ", ".join(skipped))
-        if candidate != folder and _is_primary():
+        distributed.barrier(f"restored {candidate}")  # every process read it before the rename
+        if candidate != folder and distributed.is_primary():
             shutil.rmtree(folder, ignore_errors=True)
             candidate.rename(folder)
             log.warning(

@@ -46,5 +46,11 @@ def put_batch(batch: dict[str, np.ndarray], mesh: Mesh | None, axis: int = 0) ->
 
 
 def put_replicated(tree, mesh: Mesh | None):
-    """A pytree copied whole onto every device of the mesh."""
-    return tree if mesh is None else jax.device_put(tree, replicated(mesh))
+    """A pytree (the same on every process) copied whole onto every device of the mesh."""
+    if mesh is None:
+        return tree
+    if jax.process_count() > 1:
+        # jax 0.10 builds a broken global array from a device-resident one (its shards say
+        # "2 shards each"; Orbax cannot save it): go through host memory instead.
+        tree = jax.device_get(tree)
+    return jax.device_put(tree, replicated(mesh))

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import peft
-from bertjax import batching, checks, data, runs, sharding
+from bertjax import batching, checks, data, distributed, runs, sharding
 from bertjax.build import Setup, build
 from bertjax.evaluate import MODEL_INPUTS, metrics_of, predict
 from bertjax.optim import make_optimizer
@@ -94,10 +94,12 @@ class StopFlag:
         if self._self_signal and self._self_signal[1] == f"{phase}:{step}":
             os.kill(os.getpid(), signal.Signals[self._self_signal[0]])
 
-    @property
-    def exit_status(self) -> int:
-        """128 + the signal number, as a shell reports a process the signal ended."""
-        return 128 + signal.Signals[self.signal]
+    def result(self, step: int) -> dict:
+        """What a stopped run returns. exit_status: 128 + the signal number, as a shell
+        reports a process the signal ended (SIGINT for a stop agreed with another process
+        that got the signal)."""
+        name = self.signal or "SIGINT"
+        return dict(interrupted_at=step, signal=name, exit_status=128 + signal.Signals[name])
 
 
 def log_record(step, epoch, split, loss, metrics, examples_per_s, run: runs.Run):
@@ -164,6 +166,7 @@ def _train_new(members: list[runs.Run], overwrite: bool, max_members: int | None
     for m, setup in zip(members, setups, strict=True):
         base = dict(model=m.config.model, sha256=setup.base_hash)
         runs.start(m, setup.label_names, base, overwrite)
+    distributed.barrier("started")  # process 0 wrote (or emptied) the folders
     # Seeds only initialise trainable parts (head, LoRA, adapters); a base checkpoint lacking
     # a frozen weight (e.g. a pooler) gets a seeded one, and then seeds cannot share a base.
     by_base = {}
@@ -399,18 +402,19 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
             save_last(step)
         log.warning(
             "%s at step %d: saved checkpoints/last; re-run the same command to resume",
-            stop.signal,
+            stop.signal or "a signal to another process",
             step,
         )
-        return dict(interrupted_at=step, signal=stop.signal, exit_status=stop.exit_status)
+        return stop.result(step)
 
     step = saved_step = int(state.step[0])
+    stopping = False
     with StopFlag() as stop:
         if _is_eval_point(step, steps_per_epoch, total_steps, tc.eval_every) and any(
             m.last_eval_step != step for m in members
         ):
             evaluate(step)  # the run stopped before evaluating this step
-        while step < total_steps and live() and not stop.signal:
+        while step < total_steps and live() and not stopping:
             epoch, skip = divmod(step, steps_per_epoch)
             batches = {
                 s: batching.train_batches(
@@ -452,7 +456,10 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
                 if _is_eval_point(step, steps_per_epoch, total_steps, tc.eval_every) and live():
                     evaluate(step)
                     saved_step = step
-                if stop.signal or step >= total_steps or not live():
+                # Processes agree at log steps (no host sync in between): a signal to one
+                # stops all at the same step.
+                stopping = distributed.agreed_stop(stop.signal is not None, step, log_every)
+                if stopping or step >= total_steps or not live():
                     break
             bar.close()
         frozen = peft.partition(setup.params, setup.mask)[1]
@@ -460,9 +467,10 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
         for m, s in zip(members, setups, strict=True):
             if m.diverged is not None:
                 results.append(dict(diverged_at=step, error=m.diverged))
-            elif not stop.signal:
+            elif not stopping:
                 summary = _finish(m, s, frozen, eval_step, mesh, steps_per_epoch, peak_memory_mb)
-                results.append(summary if not stop.signal else None)  # a signal mid-test: redo
+                stopping = distributed.agreed_stop(stop.signal is not None, 0, 1)
+                results.append(None if stopping else summary)  # a signal mid-test: redo
             else:
                 results.append(None)
         if None in results:
