@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 import peft
 from bertjax import batching, checkpoint, data, runs, sharding
 from bertjax.evaluate import evaluate, model_inputs
+from bertjax.families import head_modules
 from bertjax.optim import make_optimizer
 from bertjax.plots import plot_curves
 from bertjax.pretrained import from_pretrained, load_tokenizer
@@ -77,7 +78,7 @@ def build(config, label_names=None) -> Setup:
         dtype=DTYPES[config.dtype],
         seed=config.train.seed,
     )
-    mask = peft.trainable_mask(params, mask_method(config))
+    mask = peft.trainable_mask(params, mask_method(config), head=head_modules(model))
     _, frozen = peft.partition(params, mask)
     return Setup(
         model,
