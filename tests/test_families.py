@@ -305,6 +305,7 @@ def test_memory_estimate_for_distilbert(tmp_path, tiny_distilbert_dir):
     assert rows["lora"]["estimate"]["activations"] > 0
 
 
+@pytest.mark.slow
 def test_lora_training_run_on_distilbert(tmp_path, tiny_distilbert_vocab_dir, shared_data):
     from bertjax import inference, training
 
