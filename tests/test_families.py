@@ -47,6 +47,28 @@ def test_classifier_and_encoder_match_transformers(fixture, pair, request):
     assert got.pooler_output is None
 
 
+@pytest.mark.parametrize(
+    "family, pretraining_class",
+    [("distilbert", "DistilBertForMaskedLM"), ("electra", "ElectraForPreTraining")],
+)
+def test_pretraining_checkpoint_drops_its_head(family, pretraining_class, tmp_path):
+    """distilbert-base-uncased / electra-base-discriminator ship these classes: their
+    pretraining heads are dropped, the encoder loads exactly and the task head is new."""
+    import transformers
+
+    torch_config = transformers.AutoConfig.for_model(**HF_CONFIGS[f"tiny_{family}_dir"])
+    torch_model = getattr(transformers, pretraining_class)(torch_config).eval()
+    torch_model.save_pretrained(tmp_path)
+    ids, mask, types = _batch(pad_id=0, pair=True)
+    types_arg = types if family == "electra" else None
+    encoder, params = bertjax.from_pretrained(tmp_path)
+    got = encoder.apply({"params": params}, ids, mask, types).last_hidden_state
+    want = _torch(AutoModel.from_pretrained(tmp_path), ids, mask, types_arg).last_hidden_state
+    assert _max_diff_hidden(got, want, mask) <= TOL
+    model, params = bertjax.from_pretrained(tmp_path, num_labels=2)
+    assert set(params) == {family, *head_modules(model)}
+
+
 def test_distilbert_ignores_token_types(tiny_distilbert_dir):
     ids, mask, types = _batch(pad_id=0, pair=True)
     model, params = bertjax.from_pretrained(tiny_distilbert_dir, num_labels=3)
