@@ -314,7 +314,7 @@ def test_family_configs_target_real_layers(name, fixture):
     assert sum(p[-1] == "a" for p in flatten_dict(params)) == N * 2
 
 
-def test_memory_estimate_for_distilbert(tmp_path, tiny_distilbert_dir):
+def test_memory_estimate_for_distilbert(tiny_distilbert_dir, monkeypatch):
     from bertjax import memory
     from configs import tiny
 
@@ -324,7 +324,18 @@ def test_memory_estimate_for_distilbert(tmp_path, tiny_distilbert_dir):
     rows = {r["method"]: r for r in memory.measure(config, 4, 16, ("lora",))}
     # LoRA rank 2 on q_lin, v_lin of 2 layers, plus pre_classifier and a 2-label classifier.
     assert rows["lora"]["trainable"] == N * 2 * 2 * (H + H) + (H * H + H) + (H * 2 + 2)
-    assert rows["lora"]["estimate"]["activations"] > 0
+    # The docstring's count at B 4, L 16, A 4, p 4, with q_lin and v_lin found as the 2 targets:
+    # per layer 22·BLH + 4·BLF + 9·BAL², plus LoRA's x and, per target, (1 + p)·BLH + p·BL·rank.
+    tokens = 4 * 16
+    per_layer = 22 * tokens * H + 4 * tokens * I + 9 * 4 * 4 * 16 * 16
+    lora_extra = 4 * tokens * H + 2 * (5 * tokens * H + 4 * tokens * 2)
+    assert rows["lora"]["estimate"]["activations"] == N * (per_layer + lora_extra)
+    monkeypatch.setattr(memory, "ESTIMATED", ("bert",))  # as for a family without the estimate
+    with pytest.raises(ValueError) as err:
+        memory.measure(config, 4, 16, ("lora",))
+    assert "\n" not in str(err.value) and "no memory estimate for model_type 'distilbert'" in str(
+        err.value
+    )
 
 
 @pytest.mark.slow
