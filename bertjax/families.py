@@ -11,7 +11,12 @@ from bertjax.model import build_bert
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """One architecture family. Its config object must have a `model_type` attribute.
+    """One architecture family. Adding one: a module bertjax/<family>.py and an entry below.
+
+    The family's config object has `model_type` and `hidden_size` (adapter sizes), plus
+    `initializer_range` and `layer_norm_eps` where its blocks use model._Block's helpers. The
+    built module has the attributes `config`, `peft` and, classifiers only, `num_labels`
+    (save_pretrained and from_pretrained read them).
 
     config_from_hf: config.json dict -> the config the model takes; a one-line ValueError
         for options the family does not implement.
