@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 import peft
 from bertjax import batching, checkpoint, data
+from bertjax.families import head_modules
 from bertjax.pretrained import from_pretrained, load_tokenizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -57,7 +58,7 @@ def build_model(config, label_names: list, tokenizer, announce_new: bool = True)
         seed=config.train.seed,
         announce_new=announce_new,
     )
-    mask = peft.trainable_mask(params, mask_method(config))
+    mask = peft.trainable_mask(params, mask_method(config), head=head_modules(model))
     _, frozen = peft.partition(params, mask)
     return Setup(
         model,

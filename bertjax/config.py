@@ -3,9 +3,9 @@
 import dataclasses
 from typing import Any
 
-# model_type -> architecture family. The family decides the embeddings (RoBERTa position
-# offset), the state-dict prefix and the classification head.
-FAMILIES = {
+# model_type -> BERT or RoBERTa layout: RoBERTa offsets positions past the padding id, has
+# no pooler and its own head. Other families subclass ModelConfig (bertjax/families.py).
+BERT_TYPES = {
     "bert": "bert",
     "roberta": "roberta",
     "xlm-roberta": "roberta",
@@ -35,7 +35,12 @@ class ModelConfig:
 
     @property
     def family(self) -> str:
-        return FAMILIES[self.model_type]
+        return BERT_TYPES[self.model_type]
+
+    @property
+    def embedding_width(self) -> int:
+        """Width of the token/position embeddings (ELECTRA's are narrower, then projected)."""
+        return self.hidden_size
 
     @property
     def position_offset(self) -> int:
@@ -49,16 +54,40 @@ class ModelConfig:
         return self.classifier_dropout
 
 
-def model_config_from_hf(hf_config: Any) -> ModelConfig:
-    """Builds a ModelConfig from a `transformers` config object or its dict."""
+def model_config_from_hf(hf_config: Any):
+    """The config object of the model family of a `transformers` config (or its dict):
+    a ModelConfig for BERT/RoBERTa, a family's own subclass or dataclass otherwise."""
+    from bertjax.families import family_of  # the families' modules import this one
+
     raw = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
-    model_type = raw.get("model_type")
-    if model_type not in FAMILIES:
+    return family_of(raw.get("model_type")).config_from_hf(raw)
+
+
+def check_fields(raw: dict, required: tuple[str, ...]) -> None:
+    """One-line error for a config.json that lacks a field transformers has no default for."""
+    missing = [name for name in required if name not in raw]
+    if missing:
         raise ValueError(
-            f"unsupported model_type {model_type!r}; supported: {', '.join(sorted(FAMILIES))}"
+            f"config.json ({raw.get('model_type')}) lacks {', '.join(map(repr, missing))}"
         )
+
+
+def bert_config_from_hf(raw: dict) -> ModelConfig:
+    """BERT/RoBERTa `config.json` fields -> ModelConfig."""
     position_type = raw.get("position_embedding_type", "absolute")
     if position_type not in (None, "absolute"):
         raise ValueError(f"unsupported position_embedding_type {position_type!r}; only 'absolute'")
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    fields = dataclasses.fields(ModelConfig)
+    check_fields(raw, tuple(f.name for f in fields if f.default is dataclasses.MISSING))
+    names = {f.name for f in fields}
     return ModelConfig(**{k: v for k, v in raw.items() if k in names})
+
+
+def bert_config_to_hf(config: ModelConfig) -> dict:
+    """The model fields of a transformers `config.json` for a ModelConfig (and subclasses
+    whose field names are transformers' too, as ELECTRA's)."""
+    out = dataclasses.asdict(config)
+    out["position_embedding_type"] = "absolute"
+    if config.family == "roberta":
+        out.update(bos_token_id=0, eos_token_id=2)
+    return out

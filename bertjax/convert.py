@@ -31,16 +31,18 @@ def clean_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return cleaned
 
 
-def align_prefix(state: dict[str, np.ndarray], prefix: str | None) -> dict[str, np.ndarray]:
-    """Adds or strips the `bert.`/`roberta.` prefix on encoder keys so they match a model
-    whose encoder sits under `prefix` (None: the bare encoder at the top level)."""
-    encoder_roots = ("embeddings.", "encoder.", "pooler.")
+def align_prefix(
+    state: dict[str, np.ndarray], prefix: str, encoder_keys: tuple[str, ...], bare: bool
+) -> dict[str, np.ndarray]:
+    """Strips (bare encoder) or adds (classifier) `prefix.` ("bert.", "distilbert.") on the
+    keys of the encoder, whose top-level names are `encoder_keys`; other keys stay."""
+    roots = tuple(f"{key}." for key in encoder_keys)
     aligned = {}
     for name, value in state.items():
         root, _, rest = name.partition(".")
-        if prefix is None and root in ("bert", "roberta") and rest.startswith(encoder_roots):
+        if bare and root == prefix and rest.startswith(roots):
             name = rest
-        elif prefix is not None and name.startswith(encoder_roots):
+        elif not bare and name.startswith(roots):
             name = f"{prefix}.{name}"
         aligned[name] = value
     return aligned

@@ -92,21 +92,25 @@ def position_ids(input_ids: jax.Array, config: ModelConfig) -> jax.Array:
     return jnp.cumsum(not_pad, axis=-1) * not_pad + config.pad_token_id
 
 
+def check_length(input_ids: jax.Array, limit: int) -> None:
+    """One-line error for inputs longer than the position embeddings reach."""
+    if input_ids.shape[-1] > limit:
+        raise ValueError(
+            f"input length {input_ids.shape[-1]} exceeds this model's limit of {limit} tokens "
+            "(max_position_embeddings); truncate the input (data.max_length)"
+        )
+
+
 class Embeddings(_Block):
     @nn.compact
     def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
         cfg = self.config
-        longest = input_ids.shape[-1] + cfg.position_offset
-        if longest > cfg.max_position_embeddings:
-            raise ValueError(
-                f"input length {input_ids.shape[-1]} exceeds this model's limit of "
-                f"{cfg.max_position_embeddings - cfg.position_offset} tokens "
-                "(max_position_embeddings); truncate the input (data.max_length)"
-            )
+        check_length(input_ids, cfg.max_position_embeddings - cfg.position_offset)
         init = nn.initializers.normal(cfg.initializer_range)
 
         def embed(num: int, name: str) -> nn.Embed:
-            return nn.Embed(num, cfg.hidden_size, dtype=self.dtype, embedding_init=init, name=name)
+            width = cfg.embedding_width
+            return nn.Embed(num, width, dtype=self.dtype, embedding_init=init, name=name)
 
         hidden = (
             embed(cfg.vocab_size, "word_embeddings")(input_ids)
@@ -118,22 +122,33 @@ class Embeddings(_Block):
         return self.dropout(self.layer_norm()(hidden), cfg.hidden_dropout_prob)
 
 
+def attention_bias(attention_mask: jax.Array) -> jax.Array:
+    """[batch, 1, 1, seq]: 0 where attended, the most negative float where masked."""
+    return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
+
+
+def multi_head_attention(block: _Block, hidden: jax.Array, bias: jax.Array, names) -> jax.Array:
+    """Softmax attention over `block`'s query/key/value Dense layers named `names`:
+    hidden [batch, seq, hidden] -> context [batch, seq, hidden] (before the output Dense)."""
+    cfg = block.config
+    heads, size = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+
+    def project(name: str) -> jax.Array:  # [batch, seq, heads, head_size]
+        out = block.dense(cfg.hidden_size, name)(hidden)
+        return out.reshape(*out.shape[:-1], heads, size)
+
+    query, key, value = (project(name) for name in names)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key) / jnp.sqrt(size).astype(block.dtype)
+    probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(block.dtype)
+    probs = block.dropout(probs, cfg.attention_probs_dropout_prob)
+    context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+    return context.reshape(*context.shape[:-2], cfg.hidden_size)
+
+
 class SelfAttention(_Block):
     @nn.compact
     def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
-        cfg = self.config
-        heads, size = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
-
-        def project(name: str) -> jax.Array:  # [batch, seq, heads, head_size]
-            out = self.dense(cfg.hidden_size, name)(hidden)
-            return out.reshape(*out.shape[:-1], heads, size)
-
-        query, key, value = project("query"), project("key"), project("value")
-        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key) / jnp.sqrt(size).astype(self.dtype)
-        probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(self.dtype)
-        probs = self.dropout(probs, cfg.attention_probs_dropout_prob)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
-        return context.reshape(*context.shape[:-2], cfg.hidden_size)
+        return multi_head_attention(self, hidden, bias, ("query", "key", "value"))
 
 
 class ResidualOutput(_Block):
@@ -194,7 +209,8 @@ class Pooler(_Block):
 
 
 class EncoderModel(nn.Module):
-    """BertModel / RobertaModel: embeddings → encoder (→ pooler for BERT)."""
+    """BertModel / RobertaModel / ElectraModel: embeddings (→ ELECTRA's embeddings_project
+    when they are narrower than hidden_size) → encoder (→ pooler for BERT)."""
 
     config: ModelConfig
     peft: PeftConfig = None
@@ -217,23 +233,34 @@ class EncoderModel(nn.Module):
         fields = dict(
             config=self.config, peft=self.peft, dtype=self.dtype, deterministic=deterministic
         )
+        cfg = self.config
         hidden = Embeddings(**fields, name="embeddings")(input_ids, token_type_ids)
-        # [batch, 1, 1, seq]: 0 where attended, the most negative float where masked.
-        bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
-        hidden = Encoder(**fields, name="encoder")(hidden, bias)
+        if cfg.embedding_width != cfg.hidden_size:
+            # A plain Dense: LoRA reaches the Dense layers of _Block modules only, and HF
+            # peft's ELECTRA targets (query, value) live there.
+            project = nn.Dense(
+                cfg.hidden_size,
+                dtype=self.dtype,
+                kernel_init=nn.initializers.normal(cfg.initializer_range),
+                name="embeddings_project",
+            )
+            hidden = project(hidden)
+        hidden = Encoder(**fields, name="encoder")(hidden, attention_bias(attention_mask))
         pooled = Pooler(**fields, name="pooler")(hidden) if self.add_pooler else None
         return ModelOutput(last_hidden_state=hidden, pooler_output=pooled)
 
 
 class RobertaHead(_Block):
-    """RobertaClassificationHead: dropout → dense → tanh → dropout → out_proj on <s>."""
+    """RobertaClassificationHead: dropout → dense → tanh → dropout → out_proj on <s>;
+    ElectraClassificationHead with activation "gelu" (exact erf GELU)."""
 
     num_labels: int = 2
+    activation: str = "tanh"
 
     @nn.compact
     def __call__(self, hidden: jax.Array) -> jax.Array:
         x = self.dropout(hidden[:, 0], self.config.head_dropout)
-        x = jnp.tanh(self.dense(self.config.hidden_size, "dense")(x))
+        x = ACTIVATIONS[self.activation](self.dense(self.config.hidden_size, "dense")(x))
         x = self.dropout(x, self.config.head_dropout)
         return self.dense(self.num_labels, "out_proj")(x)
 
@@ -285,12 +312,25 @@ class SequenceClassifier(nn.Module):
 
 
 def build(
+    config,
+    num_labels: int | None = None,
+    peft: PeftConfig = None,
+    dtype: jnp.dtype = jnp.float32,
+) -> nn.Module:
+    """The bare encoder (num_labels=None) or the sequence classifier for `config`, built
+    by its family's module (bertjax/families.py)."""
+    from bertjax.families import family_of  # the families' modules import this one
+
+    return family_of(config.model_type).build(config, num_labels, peft, dtype)
+
+
+def build_bert(
     config: ModelConfig,
     num_labels: int | None = None,
     peft: PeftConfig = None,
     dtype: jnp.dtype = jnp.float32,
 ) -> nn.Module:
-    """The bare encoder (num_labels=None) or the sequence classifier for `config`."""
+    """BERT/RoBERTa: the bare encoder (num_labels=None) or the sequence classifier."""
     if num_labels is None:
         return EncoderModel(config, peft, dtype, add_pooler=config.family == "bert")
     return SequenceClassifier(config, num_labels, peft, dtype)

@@ -1,6 +1,5 @@
 """from_pretrained / from_config / save_pretrained: Hugging Face folders and hub ids."""
 
-import dataclasses
 import json
 import logging
 import os
@@ -14,6 +13,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from bertjax.config import ModelConfig, model_config_from_hf
 from bertjax.convert import align_prefix, clean_state_dict, flax_to_hf, hf_to_flax
+from bertjax.families import Family, family_of
 from bertjax.model import PeftConfig, build
 from peft.adapter import AdapterConfig
 from peft.lora import LoraConfig, check_targets, merge_lora
@@ -31,8 +31,6 @@ HUB_FILES = [
     "special_tokens_map.json",
     "sentencepiece*",
 ]
-# Keys of pretraining checkpoints that a classifier never uses (MLM/NSP heads).
-PRETRAINING_HEADS = ("cls.", "lm_head.")
 
 
 def resolve(path_or_id: str | os.PathLike) -> Path:
@@ -124,16 +122,19 @@ def _init_params(model, config: ModelConfig, seed: int, abstract: bool = False):
     return init(jax.random.key(seed), tokens)["params"]
 
 
-def _dense_paths(params: dict) -> list[tuple[str, ...]]:
-    """Paths of the encoder's Dense layers (the LoRA candidates)."""
+def _dense_paths(params: dict, family: Family) -> list[tuple[str, ...]]:
+    """Paths of the encoder's Dense layers (the LoRA candidates): not the head, the pooler
+    or ELECTRA's embeddings_project (plain Dense layers, outside LoRA's reach)."""
     paths = [p[:-1] for p in flatten_dict(params) if p[-1] == "kernel"]
-    return [p for p in paths if "encoder" in p and "adapter" not in p and "lora" not in p]
+    outside = ("pooler", "embeddings_project", "adapter", "lora")
+    return [p for p in paths if p[0] not in family.head and not set(outside) & set(p)]
 
 
 def _check_peft(model, config: ModelConfig, peft: PeftConfig) -> None:
     if isinstance(peft, LoraConfig):
         plain = build(config, getattr(model, "num_labels", None))
-        check_targets(peft, _dense_paths(_init_params(plain, config, 0, abstract=True)))
+        params = _init_params(plain, config, 0, abstract=True)
+        check_targets(peft, _dense_paths(params, family_of(config.model_type)))
     elif isinstance(peft, AdapterConfig):
         peft.bottleneck(config.hidden_size)
     elif peft is not None:
@@ -157,18 +158,18 @@ def from_config(
     return model, _init_params(model, config, seed)
 
 
-def _is_new_ok(path: tuple[str, ...]) -> bool:
+def _is_new_ok(path: tuple[str, ...], family: Family) -> bool:
     """Parameters a base checkpoint may lack: the task head, BERT's pooler, PEFT weights."""
-    return path[0] == "classifier" or "pooler" in path or "lora" in path or "adapter" in path
+    return path[0] in family.head or "pooler" in path or "lora" in path or "adapter" in path
 
 
-def _is_droppable(name: str, model) -> bool:
+def _is_droppable(name: str, model, family: Family) -> bool:
     """Checkpoint keys a model may leave unused, as transformers does (with a log line)."""
     bare = getattr(model, "num_labels", None) is None
     return (
-        name.startswith(PRETRAINING_HEADS)
+        name.startswith(family.pretraining_heads)
         or ".pooler." in f".{name}"
-        or (bare and name.startswith("classifier."))
+        or (bare and name.partition(".")[0] in family.head)
     )
 
 
@@ -189,21 +190,22 @@ def from_pretrained(
     """
     folder = resolve(path_or_id)
     config = model_config_from_hf(read_hf_config(folder))
+    family = family_of(config.model_type)
     model = build(config, num_labels, peft, dtype)
     _check_peft(model, config, peft)
     state = clean_state_dict(read_state_dict(folder))
-    state = align_prefix(state, None if num_labels is None else config.family)
+    state = align_prefix(state, family.prefix, family.encoder_keys, bare=num_labels is None)
     target = _init_params(model, config, seed, abstract=True)
     loaded, missing, unused = hf_to_flax(state, target)
 
-    not_allowed = ["/".join(p) for p in missing if not _is_new_ok(p)]
+    not_allowed = ["/".join(p) for p in missing if not _is_new_ok(p, family)]
     if not_allowed:
         raise ValueError(
             f"{folder}: checkpoint lacks {len(not_allowed)} weights: "
             + ", ".join(not_allowed[:10])
             + (" …" if len(not_allowed) > 10 else "")
         )
-    bad_unused = [k for k in unused if not _is_droppable(k, model)]
+    bad_unused = [k for k in unused if not _is_droppable(k, model, family)]
     if bad_unused:
         raise ValueError(
             f"{folder}: checkpoint keys not used by the model: " + ", ".join(bad_unused)
@@ -233,20 +235,11 @@ def _summarise(paths: list[tuple[str, ...]]) -> str:
     return ", ".join(plain)
 
 
-def hf_config_dict(
-    config: ModelConfig, num_labels: int | None, label_names: list[str] | None = None
-) -> dict:
-    """A `config.json` for transformers' BertModel/RobertaModel or …ForSequenceClassification."""
-    arch = {
-        "bert": "Bert",
-        "roberta": "Roberta",
-        "xlm-roberta": "XLMRoberta",
-        "camembert": "Camembert",
-    }[config.model_type]
-    out = dataclasses.asdict(config)
-    out["position_embedding_type"] = "absolute"
-    if config.family == "roberta":
-        out.update(bos_token_id=0, eos_token_id=2)
+def hf_config_dict(config, num_labels: int | None, label_names: list[str] | None = None) -> dict:
+    """A `config.json` for transformers' {Bert,DistilBert,…}Model or …ForSequenceClassification."""
+    family = family_of(config.model_type)
+    arch = family.architecture
+    out = family.config_to_hf(config)
     if num_labels is None:
         out["architectures"] = [f"{arch}Model"]
         return out

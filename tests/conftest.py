@@ -35,6 +35,21 @@ TINY = dict(
 )
 
 
+# The same tiny sizes in DistilBERT's config names; ELECTRA's embeddings narrower than hidden.
+# initializer_range 0.2 (not 0.02) makes the random heads' logits O(1), so an absolute parity
+# tolerance of 2e-5 is a relative one too.
+TINY_DISTILBERT = dict(
+    vocab_size=99,
+    dim=32,
+    n_layers=2,
+    n_heads=4,
+    hidden_dim=64,
+    max_position_embeddings=40,
+    initializer_range=0.2,
+)
+TINY_ELECTRA = dict(TINY, embedding_size=16, initializer_range=0.2)
+
+
 def _save_hf(model, folder: Path) -> Path:
     model.eval()
     model.save_pretrained(folder)
@@ -79,6 +94,29 @@ def tiny_roberta_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_distilbert_dir(tmp_path_factory) -> Path:
+    """Random tiny DistilBertForSequenceClassification (3 labels) saved by transformers."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = DistilBertForSequenceClassification(DistilBertConfig(**TINY_DISTILBERT, num_labels=3))
+    return _save_hf(model, tmp_path_factory.mktemp("tiny_distilbert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_electra_dir(tmp_path_factory) -> Path:
+    """Random tiny ElectraForSequenceClassification (3 labels), embeddings 16 wide projected
+    to hidden 32 (`embeddings_project`)."""
+    import torch
+    from transformers import ElectraConfig, ElectraForSequenceClassification
+
+    torch.manual_seed(0)
+    model = ElectraForSequenceClassification(ElectraConfig(**TINY_ELECTRA, num_labels=3))
+    return _save_hf(model, tmp_path_factory.mktemp("tiny_electra"))
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared datasets not found at {SHARED_DATA}")
@@ -95,6 +133,22 @@ def tiny_bert_vocab_dir(tmp_path_factory, minilm_path) -> Path:
     torch.manual_seed(0)
     config = BertConfig(**{**TINY, "vocab_size": 30522, "max_position_embeddings": 128})
     folder = _save_hf(BertModel(config), tmp_path_factory.mktemp("tiny_bert_vocab"))
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert_vocab_dir(tmp_path_factory, minilm_path) -> Path:
+    """A random 2-layer DistilBERT (bare DistilBertModel, as distilbert-base-uncased ships
+    without a task head) with the real uncased WordPiece vocabulary and tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(
+        **{**TINY_DISTILBERT, "vocab_size": 30522, "max_position_embeddings": 128}
+    )
+    folder = _save_hf(DistilBertModel(config), tmp_path_factory.mktemp("tiny_distilbert_vocab"))
     AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder)
     return folder
 
