@@ -305,7 +305,7 @@ def test_bfloat16_is_finite_and_close(fixture, request):
 def test_family_configs_target_real_layers(name, fixture):
     import importlib
 
-    from bertjax.training import peft_config
+    from bertjax.build import peft_config
 
     config = importlib.import_module(f"configs.{name}").get_config()
     assert fixture in config.model
