@@ -4,7 +4,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from bertjax import distilbert, electra
+from bertjax import deberta, distilbert, electra, modernbert
 from bertjax.config import bert_config_from_hf, bert_config_to_hf
 from bertjax.model import build_bert
 
@@ -31,6 +31,8 @@ class Family:
     head: top-level modules of the classification head, the parameters a base checkpoint
         may lack and every PEFT method trains (peft.trainable_mask(head=...)).
     pretraining_heads: key prefixes of pretraining checkpoints a classifier drops.
+    optional: other top-level modules a base checkpoint may lack (initialised from the seed
+        and, as in Hugging Face peft, not trained by PEFT methods: DeBERTa's pooler).
     """
 
     config_from_hf: Callable[[dict], Any]
@@ -41,6 +43,7 @@ class Family:
     encoder_keys: tuple[str, ...]
     head: tuple[str, ...] = ("classifier",)
     pretraining_heads: tuple[str, ...] = ("cls.", "lm_head.")
+    optional: tuple[str, ...] = ()
 
 
 _BERT_LAYOUT = dict(
@@ -77,6 +80,35 @@ FAMILIES = {
             "generator_predictions.",
             "generator_lm_head.",
         ),
+    ),
+    # Hugging Face peft trains only `classifier` beside the adapters (its modules_to_save),
+    # leaving DeBERTa's pooler and ModernBERT's prediction head as loaded: so does `head`.
+    "deberta-v2": Family(
+        deberta.config_from_hf,
+        deberta.hf_config_dict,
+        deberta.build,
+        architecture="DebertaV2",
+        prefix=deberta.PREFIX,
+        encoder_keys=("embeddings", "encoder"),
+        optional=("pooler",),
+        # MLM heads, and the absolute position table that position_biased_input=False ignores
+        pretraining_heads=(
+            "lm_predictions.",
+            "mask_predictions.",
+            "cls.",
+            "deberta.embeddings.position_embeddings.",
+            "embeddings.position_embeddings.",
+        ),
+    ),
+    "modernbert": Family(
+        modernbert.config_from_hf,
+        modernbert.hf_config_dict,
+        modernbert.build,
+        architecture="ModernBert",
+        prefix=modernbert.PREFIX,
+        encoder_keys=("embeddings", "layers", "final_norm"),
+        optional=("head",),  # masked-LM checkpoints have it (loaded), bare ones don't
+        pretraining_heads=("decoder.",),
     ),
 }
 

@@ -62,7 +62,7 @@ from bertjax.families import head_modules
 from bertjax.model import build
 from bertjax.optim import make_optimizer
 from bertjax.pretrained import read_hf_config, resolve
-from bertjax.steps import compiled_memory, init_state, make_train_step
+from bertjax.steps import compiled_memory, init_state, make_train_step, stacked
 
 METHODS = ("full", "bitfit", "lora", "adapter")
 # model_type whose layers have BERT's layout: the per-layer count above applies.
@@ -177,8 +177,9 @@ def compiled(model, params, mask, optimizer, batch_size: int, max_length: int) -
     for the default backend, never run.
     """
     state = jax.eval_shape(lambda p: init_state(p, mask, optimizer), params)
-    batch = abstract_batch(batch_size, max_length, model.num_labels)
-    return compiled_memory(make_train_step(model, optimizer), state, batch, jax.random.key(0))
+    batch = stacked(abstract_batch(batch_size, max_length, model.num_labels), 1)  # one run
+    keys = jax.random.key(0)[None]
+    return compiled_memory(make_train_step(model, optimizer), state, batch, keys)
 
 
 def method_peft(config, method: str):

@@ -196,6 +196,11 @@ def make_members_eval_step(model, mesh: Mesh | None = None):
     return _jit(eval_step, mesh, ("replicated", "replicated", "batch"), "replicated")
 
 
+def stacked(batch: dict, k: int) -> dict:
+    """Abstract model inputs (ShapeDtypeStructs) of one run -> those of K runs [K, …]."""
+    return {key: jax.ShapeDtypeStruct((k, *x.shape), x.dtype) for key, x in batch.items()}
+
+
 def compiled_memory(jitted_step, *args) -> dict | None:
     """XLA's memory analysis of a jitted step for these (possibly abstract) arguments, in
     bytes: argument, output, alias, temp, generated_code and total = argument + output -

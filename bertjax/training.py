@@ -36,6 +36,7 @@ from bertjax.steps import (
     make_train_step,
     member,
     stack_states,
+    stacked,
 )
 
 log = logging.getLogger("bertjax")
@@ -277,10 +278,7 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
     num_labels = model.num_labels
 
     longest = batching.abstract_batch(tc.batch_size, setup.buckets[-1], num_labels)
-    widest = {
-        key: jax.ShapeDtypeStruct((cap, *longest[key].shape), longest[key].dtype)
-        for key in MODEL_INPUTS
-    }
+    widest = stacked({key: longest[key] for key in MODEL_INPUTS}, cap)
     if cap == k:
         memory = compiled_memory(train_step, jax.eval_shape(lambda: state), widest, rngs)
     else:
