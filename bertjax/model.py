@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from bertjax.config import ModelConfig
 from bertjax.dropout import dropout
 from peft.adapter import Adapter, AdapterConfig
-from peft.lora import LoraConfig, LoRADense, is_target
+from peft.inject import Peft, PeftMethod
 
 ACTIVATIONS = {
     "gelu": lambda x: nn.gelu(x, approximate=False),  # BERT's exact erf GELU
@@ -18,7 +18,8 @@ ACTIVATIONS = {
     "tanh": nn.tanh,
 }
 
-PeftConfig = LoraConfig | AdapterConfig | None
+# Adapters live inside the blocks; LoRA, DoRA and IA3 are injected from outside (peft.Peft).
+PeftConfig = PeftMethod | AdapterConfig | None
 
 
 @flax.struct.dataclass
@@ -39,10 +40,10 @@ def _dropout(module: nn.Module, x: jax.Array, rate: float, deterministic: bool) 
 
 
 class _Block(nn.Module):
-    """Shared fields and the Dense factory that swaps in LoRA where the config targets."""
+    """Shared fields, the Dense factory and the adapter placement of every block."""
 
     config: ModelConfig
-    peft: PeftConfig = None
+    peft: AdapterConfig | None = None
     dtype: jnp.dtype = jnp.float32
     deterministic: bool = True
 
@@ -58,17 +59,12 @@ class _Block(nn.Module):
         )
 
     def dense(self, features: int, name: str) -> nn.Module:
-        layer = nn.Dense(
+        return nn.Dense(
             features,
             dtype=self.dtype,
             kernel_init=nn.initializers.normal(self.config.initializer_range),
             name=name,
         )
-        if isinstance(self.peft, LoraConfig) and is_target(self.peft, (*self.path, name)):
-            return LoRADense(
-                layer, self.peft.rank, self.peft.alpha, self.peft.dropout, self.deterministic
-            )
-        return layer
 
     def layer_norm(self, name: str = "LayerNorm") -> nn.Module:
         return nn.LayerNorm(self.config.layer_norm_eps, dtype=self.dtype, name=name)
@@ -197,7 +193,7 @@ class EncoderModel(nn.Module):
     """BertModel / RobertaModel: embeddings → encoder (→ pooler for BERT)."""
 
     config: ModelConfig
-    peft: PeftConfig = None
+    peft: AdapterConfig | None = None
     dtype: jnp.dtype = jnp.float32
     add_pooler: bool = True
 
@@ -247,7 +243,7 @@ class SequenceClassifier(nn.Module):
 
     config: ModelConfig
     num_labels: int = 2
-    peft: PeftConfig = None
+    peft: AdapterConfig | None = None
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -290,7 +286,11 @@ def build(
     peft: PeftConfig = None,
     dtype: jnp.dtype = jnp.float32,
 ) -> nn.Module:
-    """The bare encoder (num_labels=None) or the sequence classifier for `config`."""
+    """The bare encoder (num_labels=None) or the sequence classifier for `config`; LoRA, DoRA
+    and IA3 configs wrap it in `peft.Peft` (same call, parameters added by module path)."""
+    adapter = peft if isinstance(peft, AdapterConfig) else None
     if num_labels is None:
-        return EncoderModel(config, peft, dtype, add_pooler=config.family == "bert")
-    return SequenceClassifier(config, num_labels, peft, dtype)
+        model = EncoderModel(config, adapter, dtype, add_pooler=config.family == "bert")
+    else:
+        model = SequenceClassifier(config, num_labels, adapter, dtype)
+    return model if peft is None or adapter is not None else Peft(model, peft)

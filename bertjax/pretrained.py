@@ -16,7 +16,9 @@ from bertjax.config import ModelConfig, model_config_from_hf
 from bertjax.convert import align_prefix, clean_state_dict, flax_to_hf, hf_to_flax
 from bertjax.model import PeftConfig, build
 from peft.adapter import AdapterConfig
-from peft.lora import LoraConfig, check_targets, merge_lora
+from peft.dora import reset_magnitudes
+from peft.ia3 import IA3Config, merge_ia3
+from peft.lora import LoraConfig, merge_lora
 
 log = logging.getLogger("bertjax")
 
@@ -110,20 +112,14 @@ def _init_params(model, config: ModelConfig, seed: int, abstract: bool = False):
     return init(jax.random.key(seed), tokens)["params"]
 
 
-def _dense_paths(params: dict) -> list[tuple[str, ...]]:
-    """Paths of the encoder's Dense layers (the LoRA candidates)."""
-    paths = [p[:-1] for p in flatten_dict(params) if p[-1] == "kernel"]
-    return [p for p in paths if "encoder" in p and "adapter" not in p and "lora" not in p]
-
-
-def _check_peft(model, config: ModelConfig, peft: PeftConfig) -> None:
-    if isinstance(peft, LoraConfig):
-        plain = build(config, getattr(model, "num_labels", None))
-        check_targets(peft, _dense_paths(_init_params(plain, config, 0, abstract=True)))
-    elif isinstance(peft, AdapterConfig):
+def _check_peft(config: ModelConfig, peft: PeftConfig) -> None:
+    """LoRA/IA3 targets are checked by peft.Peft when the model is first initialised."""
+    if isinstance(peft, AdapterConfig):
         peft.bottleneck(config.hidden_size)
-    elif peft is not None:
-        raise TypeError(f"peft must be a LoraConfig, an AdapterConfig or None, got {peft!r}")
+    elif peft is not None and not isinstance(peft, LoraConfig | IA3Config):
+        raise TypeError(
+            f"peft must be a LoraConfig, an IA3Config, an AdapterConfig or None, got {peft!r}"
+        )
 
 
 def from_config(
@@ -139,13 +135,15 @@ def from_config(
     """
     config = model_config_from_hf(hf_config)
     model = build(config, num_labels, peft, dtype)
-    _check_peft(model, config, peft)
+    _check_peft(config, peft)
     return model, _init_params(model, config, seed)
 
 
 def _is_new_ok(path: tuple[str, ...]) -> bool:
     """Parameters a base checkpoint may lack: the task head, BERT's pooler, PEFT weights."""
-    return path[0] == "classifier" or "pooler" in path or "lora" in path or "adapter" in path
+    return (
+        path[0] == "classifier" or "pooler" in path or bool({"lora", "ia3", "adapter"} & set(path))
+    )
 
 
 def _is_droppable(name: str, model) -> bool:
@@ -174,7 +172,7 @@ def from_pretrained(
     folder = resolve(path_or_id)
     config = model_config_from_hf(read_hf_config(folder))
     model = build(config, num_labels, peft, dtype)
-    _check_peft(model, config, peft)
+    _check_peft(config, peft)
     state = clean_state_dict(read_state_dict(folder))
     state = align_prefix(state, None if num_labels is None else config.family)
     target = _init_params(model, config, seed, abstract=True)
@@ -201,13 +199,15 @@ def from_pretrained(
         flat = flatten_dict(loaded)
         flat.update({p: fresh[p] for p in missing})
         loaded = unflatten_dict(flat)
+        if isinstance(peft, LoraConfig) and peft.use_dora:  # magnitudes of the loaded kernels
+            loaded = reset_magnitudes(loaded, peft)
         log.warning("newly initialised (seed %d, not in %s): %s", seed, folder, _summarise(missing))
     return model, jax.tree_util.tree_map(jnp.asarray, loaded)
 
 
 def _summarise(paths: list[tuple[str, ...]]) -> str:
     """Names plain paths; counts LoRA/adapter leaves instead of listing each layer's."""
-    peft_paths = [p for p in paths if "lora" in p or "adapter" in p]
+    peft_paths = [p for p in paths if {"lora", "ia3", "adapter"} & set(p)]
     plain = ["/".join(p) for p in paths if p not in peft_paths]
     if peft_paths:
         plain.append(f"{len(peft_paths)} PEFT weights")
@@ -252,6 +252,8 @@ def save_pretrained(model, params, folder, *, label_names: list[str] | None = No
         )
     if isinstance(model.peft, LoraConfig):
         params = merge_lora(params, model.peft)
+    if isinstance(model.peft, IA3Config):
+        params = merge_ia3(params, model.peft)
     num_labels = getattr(model, "num_labels", None)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
