@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from bertjax import hf_peft
 from bertjax.config import ModelConfig, model_config_from_hf
 from bertjax.convert import align_prefix, clean_state_dict, flax_to_hf, hf_to_flax
 from bertjax.model import PeftConfig, build
@@ -162,14 +163,21 @@ def from_pretrained(
     peft: PeftConfig = None,
     dtype=jnp.float32,
     seed: int = 0,
+    base=None,
 ):
     """Loads a Hugging Face checkpoint (folder or hub id) into (model, params).
 
     The checkpoint's classification head is loaded when it has one; otherwise the head is
     initialised from `seed` and logged. Every other key must be used and every encoder
     weight present, else a ValueError lists them.
+
+    A Hugging Face peft adapter folder (adapter_config.json + adapter_model.safetensors,
+    LoRA, DoRA or IA3, written by `export.py` or by `PeftModel.save_pretrained`) loads its
+    base (`base_model_name_or_path`, or `base`) plus the adapter and its head.
     """
     folder = resolve(path_or_id)
+    if hf_peft.is_adapter_dir(folder):
+        return _from_adapter(folder, num_labels, peft, dtype, seed, base)
     config = model_config_from_hf(read_hf_config(folder))
     model = build(config, num_labels, peft, dtype)
     _check_peft(config, peft)
@@ -203,6 +211,45 @@ def from_pretrained(
             loaded = reset_magnitudes(loaded, peft)
         log.warning("newly initialised (seed %d, not in %s): %s", seed, folder, _summarise(missing))
     return model, jax.tree_util.tree_map(jnp.asarray, loaded)
+
+
+def _from_adapter(folder: Path, num_labels, peft, dtype, seed: int, base):
+    config, state = hf_peft.read_adapter(folder)
+    method = hf_peft.method_of(config, state, folder)
+    if peft is not None:
+        method = _compatible(method, peft, folder)
+    base = base or config.get("base_model_name_or_path")
+    if not base:
+        raise ValueError(
+            f"{folder / hf_peft.CONFIG_FILE}: no base_model_name_or_path; pass base=<model>"
+        )
+    head = [v for k, v in state.items() if k.endswith(("classifier.weight", "out_proj.weight"))]
+    if num_labels is None and head:
+        num_labels = int(head[0].shape[0])
+    model, params = from_pretrained(base, num_labels, peft=method, dtype=dtype, seed=seed)
+    adapter = hf_peft.from_hf_state(state, method, params, folder)
+    flat = flatten_dict(params)
+    flat.update(flatten_dict(jax.tree_util.tree_map(jnp.asarray, adapter)))
+    log.info("%s: adapter on %s (%s)", folder, base, method)
+    return model, unflatten_dict(flat)
+
+
+def _compatible(found, wanted, folder):
+    """The adapter's method, with `wanted`'s dropout; an error when they differ otherwise."""
+    same_kind = type(found) is type(wanted)
+    if isinstance(found, LoraConfig) and same_kind:
+        keys = ("rank", "alpha", "use_dora")
+        differ = [k for k in keys if getattr(found, k) != getattr(wanted, k)]
+        if not differ:
+            return dataclasses.replace(found, dropout=wanted.dropout)
+    elif same_kind:
+        return found
+    else:
+        differ = ["method"]
+    raise ValueError(
+        f"{folder}: the adapter is {found}, but the config asks for {wanted} "
+        f"({', '.join(differ)} differ); make the config match the adapter"
+    )
 
 
 def _summarise(paths: list[tuple[str, ...]]) -> str:
@@ -240,9 +287,13 @@ def hf_config_dict(
     return out
 
 
-def save_pretrained(model, params, folder, *, label_names: list[str] | None = None) -> Path:
+def save_pretrained(
+    model, params, folder, *, label_names: list[str] | None = None, tokenizer=None
+) -> Path:
     """Writes `config.json` + `model.safetensors` that transformers loads with identical
-    outputs. LoRA weights are merged first; adapters have no transformers equivalent."""
+    outputs, and the tokenizer's files when `tokenizer` (a tokenizer, or the folder/hub id
+    to load it from) is given, so `transformers.pipeline(model=folder)` works as is.
+    LoRA/DoRA/IA3 weights are merged first; adapters have no transformers equivalent."""
     from safetensors.numpy import save_file
 
     if isinstance(model.peft, AdapterConfig):
@@ -263,11 +314,25 @@ def save_pretrained(model, params, folder, *, label_names: list[str] | None = No
     save_file(state, tmp, metadata={"format": "pt"})
     tmp.replace(folder / "model.safetensors")  # never leave a half-written checkpoint
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if tokenizer is not None:
+        if isinstance(tokenizer, str | os.PathLike):
+            tokenizer = load_tokenizer(tokenizer)
+        tokenizer.save_pretrained(str(folder))
     return folder
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
+
+
 def load_tokenizer(path_or_id):
-    """The checkpoint's fast tokenizer (transformers.AutoTokenizer)."""
+    """The checkpoint's fast tokenizer (transformers.AutoTokenizer); for an adapter folder
+    without tokenizer files, its base model's."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(resolve(path_or_id)), use_fast=True)
+    folder = resolve(path_or_id)
+    has_own = any((folder / name).is_file() for name in TOKENIZER_FILES)
+    if hf_peft.is_adapter_dir(folder) and not has_own:
+        base = json.loads((folder / hf_peft.CONFIG_FILE).read_text()).get("base_model_name_or_path")
+        if base:
+            return load_tokenizer(base)
+    return AutoTokenizer.from_pretrained(str(folder), use_fast=True)

@@ -30,9 +30,17 @@ def get_config() -> ml_collections.ConfigDict:
     data.max_eval_examples = placeholder(int)
 
     config.peft = p = ml_collections.ConfigDict()
-    p.method = "full"  # full | head | bitfit | lora | adapter
+    p.method = "full"  # full | head | bitfit | lora | dora | ia3 | adapter
+    p.bitfit = ml_collections.ConfigDict(dict(head="all"))  # all: head trains whole; bias: biases
+    # lora and dora (LoRA + a learned magnitude per output unit) both read peft.lora.
+    # targets: module-name suffixes, "all-linear", or one regex on the '/'-joined path.
     p.lora = ml_collections.ConfigDict(
         dict(rank=8, alpha=16.0, dropout=0.1, targets=("query", "value"))
+    )
+    # (IA)3, Hugging Face peft's defaults for BERT/RoBERTa: scale key/value outputs and the
+    # inputs of the feed-forward ("output.dense", which also names attention/output/dense).
+    p.ia3 = ml_collections.ConfigDict(
+        dict(targets=("key", "value", "output.dense"), feedforward=("output.dense",))
     )
     p.adapter = ml_collections.ConfigDict(
         dict(kind="houlsby", reduction_factor=16, activation="gelu")

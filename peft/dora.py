@@ -53,8 +53,9 @@ def dora_layer(config: LoraConfig, call: Call, out: jax.Array, x: jax.Array, tra
 def merged_kernel(kernel: jax.Array, lora: dict, scaling: float) -> jax.Array:
     """m · (W + s·A·B) / ‖W + s·A·B‖ per output unit: the plain kernel DoRA amounts to."""
     weight = kernel + delta(lora, scaling).astype(kernel.dtype)
-    norm = column_norm(weight, lora["a"].ndim - 1)
-    return (lora["magnitude"] / norm).astype(kernel.dtype) * weight
+    n_in = lora["a"].ndim - 1
+    scale = lora["magnitude"] / column_norm(weight, n_in)
+    return scale.reshape((1,) * n_in + scale.shape).astype(kernel.dtype) * weight
 
 
 def _reset(tree, scaling: float):

@@ -74,7 +74,9 @@ def _merge(tree, config: IA3Config, path=()):
             trailing = (1,) * (kernel.ndim - scale.ndim)
             merged["kernel"] = kernel * scale.reshape(scale.shape + trailing)
         else:  # scale [*out] over the trailing axes, and the bias with it
-            merged["kernel"] = kernel * scale
+            merged["kernel"] = kernel * scale.reshape(
+                (1,) * (kernel.ndim - scale.ndim) + scale.shape
+            )
             if "bias" in tree:
                 merged["bias"] = tree["bias"] * scale
         return merged
