@@ -38,25 +38,31 @@ def load_trained(run) -> tuple:
 
 
 def export(run, out, format: str = "merged") -> Path:
-    """Writes the run's model to `out`: "merged" (config.json with id2label, weights with
-    LoRA/DoRA/IA3 folded in, tokenizer: `transformers.pipeline(model=out)` works as is) or
-    "peft" (adapter_config.json + adapter_model.safetensors + tokenizer, for
-    `peft.AutoPeftModelForSequenceClassification`)."""
+    """Writes the run's model to `out` in `format` (see `write`)."""
     if format not in FORMATS:
         raise ValueError(f"--format {format!r} unknown; use {' or '.join(FORMATS)}")
     model, params, names, config = load_trained(run)
-    if isinstance(model.peft, peft.AdapterConfig):
+    return write(model, params, out, format, label_names=names, base=str(config.model))
+
+
+def write(model, params, out, format: str, *, label_names, base: str) -> Path:
+    """ "merged": config.json with id2label, weights with LoRA/DoRA/IA3 folded in, and the
+    tokenizer of `base`, so `transformers.pipeline(model=out)` works as is. "peft":
+    adapter_config.json + adapter_model.safetensors + the tokenizer, for
+    `peft.AutoPeftModelForSequenceClassification.from_pretrained(out)`."""
+    method = getattr(model, "peft", None)
+    if isinstance(method, peft.AdapterConfig):
         raise ValueError(
-            f"{run}: bottleneck adapters ({model.peft.kind}) exist neither in transformers nor "
-            "in Hugging Face peft, so they cannot be exported; evaluate with eval.py --ckpt"
+            f"bottleneck adapters ({method.kind}) exist neither in transformers nor in "
+            "Hugging Face peft, so they cannot be exported; evaluate with eval.py --ckpt"
         )
     if format == "merged":
-        return save_pretrained(model, params, out, label_names=names, tokenizer=config.model)
-    if not isinstance(model.peft, peft.LoraConfig | peft.IA3Config):
+        return save_pretrained(model, params, out, label_names=label_names, tokenizer=base)
+    if not isinstance(method, peft.LoraConfig | peft.IA3Config):
         raise ValueError(
-            f"{run}: method {config.peft.method!r} has no adapter to export in the peft format "
-            "(it changes the base weights); use --format merged"
+            "this run trained the base weights themselves (full, head or BitFit): there is "
+            "no adapter to export in the peft format; use --format merged"
         )
-    hf_peft.save_adapter(model.peft, params, out, base=str(config.model))
-    load_tokenizer(config.model).save_pretrained(str(out))
+    hf_peft.save_adapter(method, params, out, base=base)
+    load_tokenizer(base).save_pretrained(str(out))
     return Path(out)
