@@ -1,6 +1,7 @@
 """peft: masks and counts, LoRA/adapter invariants, real freezing, merge, bad input."""
 
 import dataclasses
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -425,3 +426,16 @@ def test_bitfit_head_option_bert_tiny(head, expected):
     assert peft.count(params, peft.trainable_mask(params, peft.BitFitConfig(head))) == expected
     with pytest.raises(ValueError, match="BitFit head must be 'all' or 'bias', got 'kernel'"):
         peft.BitFitConfig("kernel")
+
+
+def test_readme_peft_section_runs(capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("\n## peft\n") :]
+    code = section[
+        section.index("```python\n") + 10 : section.index("\n```", section.index("```python"))
+    ]
+    exec(compile(code, "README.md#peft", "exec"), {"__name__": "readme"})
+    # 4 linear layers of attention + up + down: a [in, 4] and b [4, out] each; head 16*3+3
+    # attn q/k/v: a 16*4, b 4*(2*8); out: a (2*8)*4, b 4*16; up: 16*4 + 4*64; down: 64*4 + 4*16
+    factors = 3 * (64 + 64) + (64 + 64) + (64 + 256) + (256 + 64)
+    assert capsys.readouterr().out.startswith(f"{factors + 51} of ")
