@@ -4,6 +4,8 @@ Reads a JSON list of jobs from argv[1], prints one JSON list of their results. J
   {"job": "logits", "adapter": DIR, "ids": [[...]], "mask": [[...]]}: AutoPeftModel… logits.
   {"job": "make", "base": DIR, "out": DIR, "method": {...}, "ids": …, "mask": …}: a random
     (non-identity) adapter saved to `out`, and its logits.
+  {"job": "grads", "adapter": DIR, "ids": …, "mask": …}: gradients of sum(logits * [1, -2, …])
+    for every trainable tensor, under the adapter file's names.
   {"job": "count", "family": "bert"|"roberta", "method": {...}}: (trainable, all) parameters
     of get_peft_model on a base-sized model built on the meta device.
 """
@@ -47,6 +49,18 @@ def main(job: dict) -> dict:
     if job["job"] == "logits":
         model = peft.AutoPeftModelForSequenceClassification.from_pretrained(job["adapter"])
         return dict(logits=logits(model, job))
+    if job["job"] == "grads":
+        model = peft.AutoPeftModelForSequenceClassification.from_pretrained(
+            job["adapter"], is_trainable=True
+        )
+        model.eval()  # no dropout; gradients still flow
+        out = model(input_ids=torch.tensor(job["ids"]), attention_mask=torch.tensor(job["mask"]))
+        weights = torch.tensor([1.0, -2.0, 0.5])[: out.logits.shape[-1]]
+        (out.logits * weights).sum().backward()
+        by_storage = {t.data_ptr(): k for k, t in peft.get_peft_model_state_dict(model).items()}
+        return {
+            by_storage[p.data_ptr()]: p.grad.tolist() for p in model.parameters() if p.requires_grad
+        }
     if job["job"] == "make":
         base = transformers.AutoModelForSequenceClassification.from_pretrained(job["base"])
         model = peft.get_peft_model(base, peft_config(job["method"]))

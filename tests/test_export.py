@@ -14,7 +14,7 @@ import bertjax
 import peft
 from bertjax import export, hf_peft, inference, training
 from tests.conftest import run_config
-from tests.test_hf_peft import HF_PEFT, reference
+from tests.hf_reference import reference
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["a gripping, funny and moving film", "dull and far too long", "it is a movie"]
@@ -65,7 +65,6 @@ def test_merged_export_pipeline_gives_predict_probabilities(dora_run, tmp_path):
     assert np.abs(want - 0.5).max() > 1e-3  # the run learned something to compare
 
 
-@pytest.mark.skipif(not HF_PEFT.is_dir(), reason="Hugging Face peft not in .hf-peft")
 def test_peft_export_loads_in_hf_peft_and_trains_on(dora_run, tmp_path, shared_data):
     out = tmp_path / "adapter"
     export.export(dora_run, out, "peft")

@@ -3,10 +3,6 @@ side loaded by the other with the same logits. HF peft runs in a subprocess from
 (its `peft` clashes with ours by name)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -15,35 +11,14 @@ import pytest
 import bertjax
 import peft
 from bertjax import hf_peft
+from tests.hf_reference import reference, require_hf_peft
 from tests.test_model import BERT_BASE, ROBERTA_BASE, abstract_params
 from tests.test_peft import _randomise
 
-REPO = Path(__file__).resolve().parents[1]
-HF_PEFT = REPO / ".hf-peft"
-SCRIPT = Path(__file__).with_name("hf_peft_reference.py")
 IDS = [[0, 5, 7, 9, 3, 11, 2], [0, 8, 3, 2, 1, 1, 1]]
 MASK = [[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0]]
 
-if not HF_PEFT.is_dir() and not os.environ.get("BERTJAX_REQUIRE_HF_PEFT"):
-    pytest.skip(
-        "Hugging Face peft not installed: pip install --no-deps --target .hf-peft "
-        "peft==0.21.2 accelerate==1.13.0",
-        allow_module_level=True,
-    )
-
-
-def reference(jobs: list[dict]) -> list[dict]:
-    """Runs jobs in tests/hf_peft_reference.py with Hugging Face peft first on the path."""
-    env = dict(os.environ, PYTHONPATH=str(HF_PEFT))
-    out = subprocess.run(
-        [sys.executable, str(SCRIPT), json.dumps(jobs)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=SCRIPT.parent,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+require_hf_peft(module_level=True)
 
 
 LORA_QV = dict(rank=8, alpha=16, targets=("query", "value"))
@@ -109,7 +84,7 @@ def exported(tiny_bert_dir, tiny_roberta_dir, tmp_path_factory):
             params = _randomise(params, kinds=("lora", "ia3", "classifier"))
             out = tmp_path_factory.mktemp(f"{family}_{name}")
             hf_peft.save_adapter(method, jax.device_get(params), out, base=str(base))
-            cases[family, name] = (out, _our_logits(model, params))
+            cases[family, name] = (out, _our_logits(model, params), model, params)
     return cases
 
 
@@ -117,13 +92,13 @@ def test_our_adapters_load_in_hf_peft_with_our_logits(exported):
     jobs = [
         dict(job="logits", adapter=str(out), ids=IDS, mask=MASK) for out, _ in exported.values()
     ]
-    for (case, (_, ours)), hf in zip(exported.items(), reference(jobs), strict=True):
+    for (case, (_, ours, *_)), hf in zip(exported.items(), reference(jobs), strict=True):
         np.testing.assert_allclose(hf["logits"], ours, atol=1e-4, err_msg=str(case))
         assert np.abs(ours).max() > 1e-2
 
 
 def test_our_adapters_load_back(exported):
-    for out, ours in exported.values():
+    for out, ours, *_ in exported.values():
         model, params = bertjax.from_pretrained(out)
         np.testing.assert_allclose(_our_logits(model, params), ours, atol=1e-6)
 
@@ -152,7 +127,7 @@ def test_adapters_made_by_hf_peft_load_with_its_logits(family, request, tmp_path
 
 
 def test_adapter_dir_with_another_base_and_mismatched_config(exported, tiny_bert_dir, tmp_path):
-    out, _ = exported["bert", "lora"]
+    out, *_ = exported["bert", "lora"]
     config = json.loads((out / hf_peft.CONFIG_FILE).read_text())
     (tmp_path / hf_peft.CONFIG_FILE).write_text(
         json.dumps(dict(config, base_model_name_or_path=None))
@@ -167,3 +142,31 @@ def test_adapter_dir_with_another_base_and_mismatched_config(exported, tiny_bert
     (tmp_path / hf_peft.CONFIG_FILE).write_text(json.dumps(dict(config, use_rslora=True)))
     with pytest.raises(ValueError, match="use_rslora=True is not supported"):
         bertjax.from_pretrained(tmp_path)
+
+
+def _weighted_logits_sum(trainable, frozen, model):
+    """sum(logits * [1, -2, 0.5][:num_labels]), as the reference's "grads" job."""
+    variables = {"params": peft.combine(frozen, trainable)}
+    logits = model.apply(variables, np.asarray(IDS), np.asarray(MASK)).logits
+    return (logits * np.array([[1.0, -2.0, 0.5]])[:, : logits.shape[-1]]).sum()
+
+
+def test_gradients_equal_hf_peft(exported):
+    """Same gradients for every trainable tensor: DoRA's column norm is detached as in HF peft
+    (without the detach, the factors' gradients differ)."""
+    cases = {k: v for k, v in exported.items() if k[0] == "bert"}
+    jobs = [dict(job="grads", adapter=str(o), ids=IDS, mask=MASK) for o, *_ in cases.values()]
+    for (case, (_, _, model, params)), hf in zip(cases.items(), reference(jobs), strict=True):
+        mask = peft.trainable_mask(params, model.peft)
+        trainable, frozen = peft.partition(params, mask)
+        grads = jax.grad(_weighted_logits_sum)(trainable, frozen, model)
+        ours = hf_peft.to_hf_state(model.peft, grads)
+        assert sorted(ours) == sorted(hf), case
+        for name, grad in ours.items():
+            np.testing.assert_allclose(
+                grad,
+                np.array(hf[name]).reshape(grad.shape),
+                atol=1e-4,
+                rtol=1e-3,
+                err_msg=f"{case} {name}",
+            )
