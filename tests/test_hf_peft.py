@@ -13,7 +13,7 @@ import peft
 from bertjax import hf_peft
 from tests.hf_reference import reference, require_hf_peft
 from tests.test_model import BERT_BASE, ROBERTA_BASE, abstract_params
-from tests.test_peft import _randomise
+from tests.test_with_lora import _randomise
 
 IDS = [[0, 5, 7, 9, 3, 11, 2], [0, 8, 3, 2, 1, 1, 1]]
 MASK = [[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0]]
