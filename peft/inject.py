@@ -46,7 +46,7 @@ class Peft(nn.Module):
 
     def __call__(self, *args, **kwargs):
         training = self._training(args, kwargs)
-        seen, hit = [], []
+        seen = []  # every linear layer's path, to name them if a target matches none
         layer = LAYERS[type(self.peft)]
 
         def intercept(next_fun, call_args, call_kwargs, context):
@@ -56,7 +56,6 @@ class Peft(nn.Module):
             seen.append(module.path)
             if not is_target(self.peft, module.path):
                 return next_fun(*call_args, **call_kwargs)
-            hit.append(module.path)
             call = linear.describe(module, call_args, call_kwargs)
             return layer(self.peft, call, next_fun, call_args, call_kwargs, training)
 
