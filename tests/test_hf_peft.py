@@ -90,7 +90,7 @@ def exported(tiny_bert_dir, tiny_roberta_dir, tmp_path_factory):
 
 def test_our_adapters_load_in_hf_peft_with_our_logits(exported):
     jobs = [
-        dict(job="logits", adapter=str(out), ids=IDS, mask=MASK) for out, _ in exported.values()
+        dict(job="logits", adapter=str(out), ids=IDS, mask=MASK) for out, *_ in exported.values()
     ]
     for (case, (_, ours, *_)), hf in zip(exported.items(), reference(jobs), strict=True):
         np.testing.assert_allclose(hf["logits"], ours, atol=1e-4, err_msg=str(case))
