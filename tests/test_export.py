@@ -114,3 +114,11 @@ def test_adapters_are_refused_with_one_line(tiny_bert_dir, tmp_path):
         f"error: {tmp_path / 'nothing'}: no checkpoint at {tmp_path / 'nothing/checkpoints/best'}"
         " (not a finished bertjax run?)"
     ]
+
+
+def test_tokenizer_of_an_adapter_folder_without_one_is_its_base(tiny_bert_vocab_dir, tmp_path):
+    (tmp_path / hf_peft.CONFIG_FILE).write_text(
+        json.dumps(dict(peft_type="LORA", base_model_name_or_path=str(tiny_bert_vocab_dir)))
+    )
+    tokenizer = bertjax.load_tokenizer(tmp_path)
+    assert tokenizer("a film")["input_ids"] == [101, 1037, 2143, 102]
