@@ -15,18 +15,29 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def peft_config(config):
     """The peft module config for config.peft.method (None for full/head/bitfit)."""
     method = config.peft.method
-    if method == "lora":
+    if method in ("lora", "dora"):
         lora = config.peft.lora
-        return peft.LoraConfig(lora.rank, lora.alpha, lora.dropout, tuple(lora.targets))
+        targets = lora.targets if isinstance(lora.targets, str) else tuple(lora.targets)
+        return peft.LoraConfig(
+            lora.rank, lora.alpha, lora.dropout, targets, use_dora=method == "dora"
+        )
+    if method == "ia3":
+        ia3 = config.peft.ia3
+        fields = (ia3.targets, ia3.feedforward)
+        return peft.IA3Config(*(v if isinstance(v, str) else tuple(v) for v in fields))
     if method == "adapter":
         return peft.AdapterConfig(**config.peft.adapter.to_dict())
     if method not in ("full", "head", "bitfit"):
-        raise ValueError(f"peft.method {method!r} unknown; use full, head, bitfit, lora, adapter")
+        raise ValueError(
+            f"peft.method {method!r} unknown; use full, head, bitfit, lora, dora, ia3, adapter"
+        )
     return None
 
 
 def mask_method(config):
     """What `peft.trainable_mask` takes for this config: a peft config or the method name."""
+    if config.peft.method == "bitfit":
+        return peft.BitFitConfig(head=config.peft.bitfit.head)
     return peft_config(config) or config.peft.method
 
 

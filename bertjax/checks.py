@@ -8,7 +8,7 @@ import jax
 
 import peft
 
-PEFT_METHODS = ("full", "head", "bitfit", "lora", "adapter")
+PEFT_METHODS = ("full", "head", "bitfit", "lora", "dora", "ia3", "adapter")
 DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("linear", "constant", "cosine")
 # Metrics where higher is better (the best checkpoint is the highest); mse is not one.

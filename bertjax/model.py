@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from bertjax.config import ModelConfig
 from bertjax.dropout import dropout
 from peft.adapter import Adapter, AdapterConfig
-from peft.lora import LoraConfig, LoRADense, is_target
+from peft.inject import Peft, PeftMethod
 
 ACTIVATIONS = {
     "gelu": lambda x: nn.gelu(x, approximate=False),  # BERT's exact erf GELU
@@ -18,7 +18,8 @@ ACTIVATIONS = {
     "tanh": nn.tanh,
 }
 
-PeftConfig = LoraConfig | AdapterConfig | None
+# Adapters live inside the blocks; LoRA, DoRA and IA3 are injected from outside (peft.Peft).
+PeftConfig = PeftMethod | AdapterConfig | None
 
 
 @flax.struct.dataclass
@@ -39,10 +40,10 @@ def _dropout(module: nn.Module, x: jax.Array, rate: float, deterministic: bool) 
 
 
 class _Block(nn.Module):
-    """Shared fields and the Dense factory that swaps in LoRA where the config targets."""
+    """Shared fields, the Dense factory and the adapter placement of every block."""
 
     config: ModelConfig
-    peft: PeftConfig = None
+    peft: AdapterConfig | None = None
     dtype: jnp.dtype = jnp.float32
     deterministic: bool = True
 
@@ -57,18 +58,14 @@ class _Block(nn.Module):
             **extra,
         )
 
-    def dense(self, features: int, name: str) -> nn.Module:
-        layer = nn.Dense(
+    def dense(self, features: int, name: str, use_bias: bool = True) -> nn.Module:
+        return nn.Dense(
             features,
+            use_bias=use_bias,
             dtype=self.dtype,
             kernel_init=nn.initializers.normal(self.config.initializer_range),
             name=name,
         )
-        if isinstance(self.peft, LoraConfig) and is_target(self.peft, (*self.path, name)):
-            return LoRADense(
-                layer, self.peft.rank, self.peft.alpha, self.peft.dropout, self.deterministic
-            )
-        return layer
 
     def layer_norm(self, name: str = "LayerNorm") -> nn.Module:
         return nn.LayerNorm(self.config.layer_norm_eps, dtype=self.dtype, name=name)
@@ -213,7 +210,7 @@ class EncoderModel(nn.Module):
     when they are narrower than hidden_size) → encoder (→ pooler for BERT)."""
 
     config: ModelConfig
-    peft: PeftConfig = None
+    peft: AdapterConfig | None = None
     dtype: jnp.dtype = jnp.float32
     add_pooler: bool = True
 
@@ -274,7 +271,7 @@ class SequenceClassifier(nn.Module):
 
     config: ModelConfig
     num_labels: int = 2
-    peft: PeftConfig = None
+    peft: AdapterConfig | None = None
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -318,10 +315,13 @@ def build(
     dtype: jnp.dtype = jnp.float32,
 ) -> nn.Module:
     """The bare encoder (num_labels=None) or the sequence classifier for `config`, built
-    by its family's module (bertjax/families.py)."""
+    by its family's module (bertjax/families.py), with adapters inside; LoRA, DoRA and IA3
+    wrap it in `peft.Peft` (same call, parameters added by module path)."""
     from bertjax.families import family_of  # the families' modules import this one
 
-    return family_of(config.model_type).build(config, num_labels, peft, dtype)
+    adapter = peft if isinstance(peft, AdapterConfig) else None
+    model = family_of(config.model_type).build(config, num_labels, adapter, dtype)
+    return model if peft is None or adapter is not None else Peft(model, peft)
 
 
 def build_bert(

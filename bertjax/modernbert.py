@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from bertjax.model import ACTIVATIONS, ModelOutput, PeftConfig, _Block, _dropout
-from peft.lora import LoraConfig, LoRADense, is_target
 
 PREFIX = "model"  # where ModernBertFor* keep the encoder in their state dict
 ENCODER_ROOTS = ("embeddings.", "layers.", "final_norm.")  # the bare ModernBertModel's keys
@@ -139,25 +138,10 @@ def _rotate(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 
 class _ModernBlock(_Block):
-    """model.py's _Block with a ModernBertConfig: LayerNorm and Linear layers whose bias
-    the config may switch off (norm_bias, attention_bias, mlp_bias, classifier_bias)."""
+    """model.py's _Block with a ModernBertConfig: LayerNorms whose bias the config may switch
+    off (norm_bias; Linear layers take `use_bias` from attention_bias, mlp_bias, …)."""
 
     config: ModernBertConfig
-
-    def dense(self, features: int, name: str, use_bias: bool = True) -> nn.Module:
-        """_Block.dense with a bias switch."""
-        layer = nn.Dense(
-            features,
-            use_bias=use_bias,
-            dtype=self.dtype,
-            kernel_init=nn.initializers.normal(self.config.initializer_range),
-            name=name,
-        )
-        if isinstance(self.peft, LoraConfig) and is_target(self.peft, (*self.path, name)):
-            return LoRADense(
-                layer, self.peft.rank, self.peft.alpha, self.peft.dropout, self.deterministic
-            )
-        return layer
 
     def layer_norm(self, name: str = "norm") -> nn.Module:
         cfg = self.config

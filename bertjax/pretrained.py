@@ -1,5 +1,6 @@
 """from_pretrained / from_config / save_pretrained: Hugging Face folders and hub ids."""
 
+import dataclasses
 import json
 import logging
 import os
@@ -11,12 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from bertjax import hf_peft
 from bertjax.config import ModelConfig, model_config_from_hf
 from bertjax.convert import align_prefix, clean_state_dict, flax_to_hf, hf_to_flax
 from bertjax.families import Family, family_of
 from bertjax.model import PeftConfig, build
 from peft.adapter import AdapterConfig
-from peft.lora import LoraConfig, check_targets, merge_lora
+from peft.dora import reset_magnitudes
+from peft.ia3 import IA3Config, merge_ia3
+from peft.lora import LoraConfig, merge_lora
 
 log = logging.getLogger("bertjax")
 
@@ -122,23 +126,14 @@ def _init_params(model, config: ModelConfig, seed: int, abstract: bool = False):
     return init(jax.random.key(seed), tokens)["params"]
 
 
-def _dense_paths(params: dict, family: Family) -> list[tuple[str, ...]]:
-    """Paths of the encoder's Dense layers (the LoRA candidates): not the head, the pooler
-    or ELECTRA's embeddings_project (plain Dense layers, outside LoRA's reach)."""
-    paths = [p[:-1] for p in flatten_dict(params) if p[-1] == "kernel"]
-    outside = ("pooler", "embeddings_project", "adapter", "lora")
-    return [p for p in paths if p[0] not in family.head and not set(outside) & set(p)]
-
-
-def _check_peft(model, config: ModelConfig, peft: PeftConfig) -> None:
-    if isinstance(peft, LoraConfig):
-        plain = build(config, getattr(model, "num_labels", None))
-        params = _init_params(plain, config, 0, abstract=True)
-        check_targets(peft, _dense_paths(params, family_of(config.model_type)))
-    elif isinstance(peft, AdapterConfig):
+def _check_peft(config: ModelConfig, peft: PeftConfig) -> None:
+    """LoRA/IA3 targets are checked by peft.Peft when the model is first initialised."""
+    if isinstance(peft, AdapterConfig):
         peft.bottleneck(config.hidden_size)
-    elif peft is not None:
-        raise TypeError(f"peft must be a LoraConfig, an AdapterConfig or None, got {peft!r}")
+    elif peft is not None and not isinstance(peft, LoraConfig | IA3Config):
+        raise TypeError(
+            f"peft must be a LoraConfig, an IA3Config, an AdapterConfig or None, got {peft!r}"
+        )
 
 
 def from_config(
@@ -154,13 +149,17 @@ def from_config(
     """
     config = model_config_from_hf(hf_config)
     model = build(config, num_labels, peft, dtype)
-    _check_peft(model, config, peft)
+    _check_peft(config, peft)
     return model, _init_params(model, config, seed)
 
 
 def _is_new_ok(path: tuple[str, ...], family: Family) -> bool:
     """Parameters a base checkpoint may lack: the task head, BERT's pooler, PEFT weights."""
-    return path[0] in family.head or "pooler" in path or "lora" in path or "adapter" in path
+    return (
+        path[0] in family.head + family.optional
+        or "pooler" in path
+        or bool({"lora", "ia3", "adapter"} & set(path))
+    )
 
 
 def _is_droppable(name: str, model, family: Family) -> bool:
@@ -180,6 +179,7 @@ def from_pretrained(
     dtype=jnp.float32,
     seed: int = 0,
     announce_new: bool = True,
+    base=None,
 ):
     """Loads a Hugging Face checkpoint (folder or hub id) into (model, params).
 
@@ -187,12 +187,18 @@ def from_pretrained(
     initialised from `seed` and logged (a warning; debug with `announce_new=False`, for
     callers that restore trained weights over them). Every other key must be used and every
     encoder weight present, else a ValueError lists them.
+
+    A Hugging Face peft adapter folder (adapter_config.json + adapter_model.safetensors,
+    LoRA, DoRA or IA3, written by `export.py` or by `PeftModel.save_pretrained`) loads its
+    base (`base_model_name_or_path`, or `base`) plus the adapter and its head.
     """
     folder = resolve(path_or_id)
+    if hf_peft.is_adapter_dir(folder):
+        return _from_adapter(folder, num_labels, peft, dtype, seed, base)
     config = model_config_from_hf(read_hf_config(folder))
     family = family_of(config.model_type)
     model = build(config, num_labels, peft, dtype)
-    _check_peft(model, config, peft)
+    _check_peft(config, peft)
     state = clean_state_dict(read_state_dict(folder))
     state = align_prefix(state, family.prefix, family.encoder_keys, bare=num_labels is None)
     target = _init_params(model, config, seed, abstract=True)
@@ -219,6 +225,8 @@ def from_pretrained(
         flat = flatten_dict(loaded)
         flat.update({p: fresh[p] for p in missing})
         loaded = unflatten_dict(flat)
+        if isinstance(peft, LoraConfig) and peft.use_dora:  # magnitudes of the loaded kernels
+            loaded = reset_magnitudes(loaded, peft)
         level = logging.WARNING if announce_new else logging.DEBUG
         log.log(
             level, "newly initialised (seed %d, not in %s): %s", seed, folder, _summarise(missing)
@@ -226,9 +234,48 @@ def from_pretrained(
     return model, jax.tree_util.tree_map(jnp.asarray, loaded)
 
 
+def _from_adapter(folder: Path, num_labels, peft, dtype, seed: int, base):
+    config, state = hf_peft.read_adapter(folder)
+    method = hf_peft.method_of(config, state, folder)
+    if peft is not None:
+        method = _compatible(method, peft, folder)
+    base = base or config.get("base_model_name_or_path")
+    if not base:
+        raise ValueError(
+            f"{folder / hf_peft.CONFIG_FILE}: no base_model_name_or_path; pass base=<model>"
+        )
+    head = [v for k, v in state.items() if k.endswith(("classifier.weight", "out_proj.weight"))]
+    if num_labels is None and head:
+        num_labels = int(head[0].shape[0])
+    model, params = from_pretrained(base, num_labels, peft=method, dtype=dtype, seed=seed)
+    adapter = hf_peft.from_hf_state(state, method, params, folder)
+    flat = flatten_dict(params)
+    flat.update(flatten_dict(jax.tree_util.tree_map(jnp.asarray, adapter)))
+    log.info("%s: adapter on %s (%s)", folder, base, method)
+    return model, unflatten_dict(flat)
+
+
+def _compatible(found, wanted, folder):
+    """The adapter's method, with `wanted`'s dropout; an error when they differ otherwise."""
+    same_kind = type(found) is type(wanted)
+    if isinstance(found, LoraConfig) and same_kind:
+        keys = ("rank", "alpha", "use_dora")
+        differ = [k for k in keys if getattr(found, k) != getattr(wanted, k)]
+        if not differ:
+            return dataclasses.replace(found, dropout=wanted.dropout)
+    elif same_kind:
+        return found
+    else:
+        differ = ["method"]
+    raise ValueError(
+        f"{folder}: the adapter is {found}, but the config asks for {wanted} "
+        f"({', '.join(differ)} differ); make the config match the adapter"
+    )
+
+
 def _summarise(paths: list[tuple[str, ...]]) -> str:
     """Names plain paths; counts LoRA/adapter leaves instead of listing each layer's."""
-    peft_paths = [p for p in paths if "lora" in p or "adapter" in p]
+    peft_paths = [p for p in paths if {"lora", "ia3", "adapter"} & set(p)]
     plain = ["/".join(p) for p in paths if p not in peft_paths]
     if peft_paths:
         plain.append(f"{len(peft_paths)} PEFT weights")
@@ -252,9 +299,13 @@ def hf_config_dict(config, num_labels: int | None, label_names: list[str] | None
     return out
 
 
-def save_pretrained(model, params, folder, *, label_names: list[str] | None = None) -> Path:
+def save_pretrained(
+    model, params, folder, *, label_names: list[str] | None = None, tokenizer=None
+) -> Path:
     """Writes `config.json` + `model.safetensors` that transformers loads with identical
-    outputs. LoRA weights are merged first; adapters have no transformers equivalent."""
+    outputs, and the tokenizer's files when `tokenizer` (a tokenizer, or the folder/hub id
+    to load it from) is given, so `transformers.pipeline(model=folder)` works as is.
+    LoRA/DoRA/IA3 weights are merged first; adapters have no transformers equivalent."""
     from safetensors.numpy import save_file
 
     if isinstance(model.peft, AdapterConfig):
@@ -264,6 +315,8 @@ def save_pretrained(model, params, folder, *, label_names: list[str] | None = No
         )
     if isinstance(model.peft, LoraConfig):
         params = merge_lora(params, model.peft)
+    if isinstance(model.peft, IA3Config):
+        params = merge_ia3(params, model.peft)
     num_labels = getattr(model, "num_labels", None)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -273,11 +326,25 @@ def save_pretrained(model, params, folder, *, label_names: list[str] | None = No
     save_file(state, tmp, metadata={"format": "pt"})
     tmp.replace(folder / "model.safetensors")  # never leave a half-written checkpoint
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if tokenizer is not None:
+        if isinstance(tokenizer, str | os.PathLike):
+            tokenizer = load_tokenizer(tokenizer)
+        tokenizer.save_pretrained(str(folder))
     return folder
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
+
+
 def load_tokenizer(path_or_id):
-    """The checkpoint's fast tokenizer (transformers.AutoTokenizer)."""
+    """The checkpoint's fast tokenizer (transformers.AutoTokenizer); for an adapter folder
+    without tokenizer files, its base model's."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(resolve(path_or_id)), use_fast=True)
+    folder = resolve(path_or_id)
+    has_own = any((folder / name).is_file() for name in TOKENIZER_FILES)
+    if hf_peft.is_adapter_dir(folder) and not has_own:
+        base = json.loads((folder / hf_peft.CONFIG_FILE).read_text()).get("base_model_name_or_path")
+        if base:
+            return load_tokenizer(base)
+    return AutoTokenizer.from_pretrained(str(folder), use_fast=True)

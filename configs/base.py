@@ -33,12 +33,20 @@ def get_config() -> ml_collections.ConfigDict:
     data.max_eval_examples = placeholder(int)  # seeded subset of validation/test; None: all
 
     config.peft = p = ml_collections.ConfigDict()
-    p.method = "full"  # full | head | bitfit | lora | adapter
+    p.method = "full"  # full | head | bitfit | lora | dora | ia3 | adapter
+    p.bitfit = ml_collections.ConfigDict()
+    p.bitfit.head = "all"  # BitFit's head: all (trains whole) | bias (its biases only)
+    # lora and dora (LoRA + a learned magnitude per output unit) both read peft.lora.
     p.lora = lora = ml_collections.ConfigDict()
     lora.rank = 8  # LoRA rank r of the update A·B
     lora.alpha = 16.0  # update scaled by alpha / rank
     lora.dropout = 0.1  # dropout on the LoRA input, in [0, 1)
-    lora.targets = ("query", "value")  # Dense layer names that get LoRA
+    lora.targets = ("query", "value")  # layer-name suffixes, "all-linear", or one regex on the path
+    # (IA)3, Hugging Face peft's defaults for BERT/RoBERTa: scale key/value outputs and the
+    # inputs of the feed-forward ("output.dense", which also names attention/output/dense).
+    p.ia3 = ia3 = ml_collections.ConfigDict()
+    ia3.targets = ("key", "value", "output.dense")  # (IA)3 layers whose outputs are scaled
+    ia3.feedforward = ("output.dense",)  # of those, the ones whose inputs are scaled instead
     p.adapter = adapter = ml_collections.ConfigDict()
     adapter.kind = "houlsby"  # houlsby (after attention and FFN) | pfeiffer (after FFN)
     adapter.reduction_factor = 16  # adapter width = hidden size / reduction_factor

@@ -1,27 +1,34 @@
-"""LoRA: low-rank updates W + (alpha/rank)·A·B beside any Flax `nn.Dense`."""
+"""LoRA (and DoRA's direction half): low-rank updates W + (alpha/rank)·A·B beside a kernel."""
 
 import dataclasses
-import re
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from peft import targets as targets_lib
+from peft.linear import Call
+
 
 @dataclasses.dataclass(frozen=True)
 class LoraConfig:
-    """Which Dense layers get LoRA factors and how large they are.
+    """Which linear layers get LoRA factors and how large they are.
 
     targets: module names matched against the end of a layer's path ("query",
-    "attention/output/dense", "intermediate.dense"), or one string taken as a regex
-    that must match the whole '/'-joined path (as Hugging Face peft does).
+    "attention/output/dense", "intermediate.dense"), "all-linear", or one string taken as a
+    regex that must match the whole '/'-joined path (as Hugging Face peft does).
+    head: paths of the task head ("classifier"); its layers never get factors (it trains whole).
+    use_dora: DoRA (Liu et al. 2024): a learned magnitude per output beside the factors, as
+    Hugging Face peft's `LoraConfig(use_dora=True)`.
     """
 
     rank: int
     alpha: float
     dropout: float = 0.0
     targets: Sequence[str] | str = ("query", "value")
+    head: Sequence[str] = ("classifier",)
+    use_dora: bool = False
 
     def __post_init__(self):
         if int(self.rank) != self.rank or self.rank < 1:
@@ -30,6 +37,7 @@ class LoraConfig:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
         if not isinstance(self.targets, str):
             object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "head", tuple(self.head))
         if not self.targets:
             raise ValueError("LoRA targets is empty")
 
@@ -37,104 +45,91 @@ class LoraConfig:
     def scaling(self) -> float:
         return self.alpha / self.rank
 
-
-def _split_path(path: str | Sequence[str]) -> tuple[str, ...]:
-    if isinstance(path, str):
-        return tuple(p for p in re.split(r"[/.]", path) if p)
-    return tuple(path)
+    @property
+    def name(self) -> str:
+        return "DoRA" if self.use_dora else "LoRA"
 
 
-def target_matches(target: str, path: Sequence[str]) -> bool:
-    """True when one suffix-style target names the layer at `path`."""
-    wanted = _split_path(target)
-    return tuple(path[-len(wanted) :]) == wanted
+def is_target(config, path: Sequence[str]) -> bool:
+    """True when the linear layer at `path` (tuple of module names) is one of config's targets."""
+    return targets_lib.matches(config.targets, path, config.head)
 
 
-def is_target(config: LoraConfig, path: Sequence[str]) -> bool:
-    """True when the Dense layer at `path` (tuple of module names) gets LoRA factors."""
-    if isinstance(config.targets, str):
-        return re.fullmatch(config.targets, "/".join(path)) is not None
-    return any(target_matches(t, path) for t in config.targets)
-
-
-def check_targets(config: LoraConfig, dense_paths: Sequence[Sequence[str]]) -> None:
-    """Raises when a target matches none of the candidate Dense layers."""
-    regex = isinstance(config.targets, str)
-    for target in [config.targets] if regex else config.targets:
-        single = dataclasses.replace(config, targets=target if regex else (target,))
-        if not any(is_target(single, p) for p in dense_paths):
-            names = sorted({"/".join(p[-2:]) if p[-1] == "dense" else p[-1] for p in dense_paths})
-            raise ValueError(
-                f"LoRA target {target!r} matches no layer; available: {', '.join(names)}"
-            )
-
-
-class LoRADense(nn.Module):
-    """Wraps `base` (an nn.Dense) in place: `…/kernel`, `…/bias` stay where they were and
-    `…/lora/a` [in, rank], `…/lora/b` [rank, out] are added beside them.
-
-    b starts at zero, so the wrapped layer's output is unchanged at initialisation.
-    Dropout applies to the LoRA branch's input only.
-    """
-
-    base: nn.Dense
-    rank: int
-    alpha: float
-    dropout: float = 0.0
-    deterministic: bool = True
-
-    def setup(self):
-        nn.share_scope(self, self.base)
-
-    @nn.compact
-    def __call__(self, inputs: jax.Array) -> jax.Array:
-        out = self.base(inputs)
-        factors = LoRAFactors(self.rank, self.base.features, name="lora")
-        branch = nn.Dropout(self.dropout)(inputs, deterministic=self.deterministic)
-        update = factors(branch.astype(out.dtype))
-        return out + (self.alpha / self.rank) * update
+def check_targets(config, layer_paths: Sequence[Sequence[str]]) -> None:
+    """Raises when a target of `config` matches none of the linear layers at `layer_paths`."""
+    kind = getattr(config, "name", type(config).__name__)
+    targets_lib.check(kind, config.targets, [tuple(p) for p in layer_paths], config.head)
 
 
 class LoRAFactors(nn.Module):
-    """x @ a @ b with a ~ Kaiming-uniform (as Hugging Face peft) and b = 0."""
+    """Parameters a [*in, rank] (Kaiming-uniform, as Hugging Face peft) and b [rank, *out] = 0;
+    b starts at zero, so a freshly injected layer gives the base layer's output."""
 
     rank: int
-    features: int
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
 
     @nn.compact
-    def __call__(self, inputs: jax.Array) -> jax.Array:
-        fan_in = inputs.shape[-1]
-        a_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform", in_axis=0)
-        a = self.param("a", a_init, (fan_in, self.rank), jnp.float32)
-        b = self.param("b", nn.initializers.zeros, (self.rank, self.features), jnp.float32)
-        dtype = inputs.dtype
-        return (inputs @ a.astype(dtype)) @ b.astype(dtype)
+    def __call__(self) -> tuple[jax.Array, jax.Array]:
+        fan_in_axes = tuple(range(len(self.in_shape)))
+        a_init = nn.initializers.variance_scaling(
+            1 / 3, "fan_in", "uniform", in_axis=fan_in_axes, out_axis=-1
+        )
+        a = self.param("a", a_init, (*self.in_shape, self.rank), jnp.float32)
+        b = self.param("b", nn.initializers.zeros, (self.rank, *self.out_shape), jnp.float32)
+        return a, b
 
 
-def _merge(tree, scaling: float):
+def lora_dropout(module: nn.Module, x: jax.Array, rate: float, training: bool) -> jax.Array:
+    """Dropout on the LoRA branch's input, under the layer's own "dropout" rng stream."""
+    if not training or rate == 0:
+        return x
+    return nn.Dropout(rate, deterministic=False, parent=module, name="lora_dropout")(x)
+
+
+def lora_layer(config: LoraConfig, call: Call, out: jax.Array, x: jax.Array, training: bool):
+    """`out` (the layer's own output for input x) plus its scaled low-rank update."""
+    a, b = LoRAFactors(
+        config.rank, call.in_shape, call.out_shape, parent=call.module, name="lora"
+    )()
+    branch = lora_dropout(call.module, x, config.dropout, training).astype(out.dtype)
+    return out + config.scaling * call.low_rank(branch, a.astype(out.dtype), b.astype(out.dtype))
+
+
+def delta(lora: dict, scaling: float) -> jax.Array:
+    """scaling · a·b: the kernel-shaped update of one layer's factors."""
+    return jnp.tensordot(lora["a"], lora["b"], 1) * scaling
+
+
+def _merge(tree, config: LoraConfig, path=()):
     if not isinstance(tree, dict):
         return tree
     if "lora" in tree and "kernel" in tree:
-        lora = tree["lora"]
-        merged = dict((k, v) for k, v in tree.items() if k != "lora")
-        delta = (lora["a"] @ lora["b"]) * scaling
-        merged["kernel"] = tree["kernel"] + delta.astype(tree["kernel"].dtype)
+        from peft.dora import merged_kernel  # dora builds on this module
+
+        merged = {k: v for k, v in tree.items() if k != "lora"}
+        kernel = tree["kernel"]
+        if "magnitude" in tree["lora"]:
+            merged["kernel"] = merged_kernel(kernel, tree["lora"], config.scaling)
+        else:
+            merged["kernel"] = kernel + delta(tree["lora"], config.scaling).astype(kernel.dtype)
         return merged
-    return {k: _merge(v, scaling) for k, v in tree.items()}
+    return {k: _merge(v, config, (*path, k)) for k, v in tree.items()}
 
 
 def merge_lora(params, lora: LoraConfig | float):
-    """Returns `params` with every `lora/{a,b}` folded into its kernel: W + (alpha/r)·A·B.
+    """Returns `params` with every `lora/{a,b}` (and DoRA's `lora/magnitude`) folded into its
+    kernel: W + (alpha/r)·A·B, or DoRA's m·(W + (alpha/r)·A·B)/‖·‖.
 
-    The result has the plain Dense tree, so the model built without LoRA gives the same
-    outputs. `lora` is the LoraConfig the factors were trained with (alpha is not in the
-    tree), or the scaling alpha/rank as a number.
+    The result has the plain tree, so the model without `with_lora` gives the same outputs.
+    `lora` is the LoraConfig the factors were trained with (alpha is not in the tree), or the
+    scaling alpha/rank as a number.
     """
-    scaling = lora.scaling if isinstance(lora, LoraConfig) else float(lora)
-    return _merge(_unfreeze(params), scaling)
+    config = lora if isinstance(lora, LoraConfig) else LoraConfig(1, float(lora))
+    return _merge(as_dict(params), config)
 
 
-def _unfreeze(tree):
+def as_dict(tree):
     if hasattr(tree, "items"):
-        return {k: _unfreeze(v) for k, v in tree.items()}
+        return {k: as_dict(v) for k, v in tree.items()}
     return tree

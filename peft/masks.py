@@ -1,5 +1,6 @@
 """Trainable masks for any Flax parameter tree, and splitting a tree by its mask."""
 
+import dataclasses
 import re
 from collections.abc import Sequence
 
@@ -8,7 +9,9 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from peft.adapter import AdapterConfig
-from peft.lora import LoraConfig
+from peft.ia3 import IA3Config
+from peft.lora import LoraConfig, is_target
+from peft.targets import split_path, under
 
 Path = tuple[str, ...]
 
@@ -24,8 +27,35 @@ def _as_dict(tree):
     return tree
 
 
-def _in_head(path: Path, head: Sequence[str]) -> bool:
-    return path[0] in head
+def _head_paths(params, head: Sequence[str]) -> list[Path]:
+    """The '/'-split head specs; raises for one that matches no leaf of `params`."""
+    leaves = list(flatten_dict(_as_dict(params)))
+    specs = [split_path(h) for h in head]
+    for text, spec in zip(head, specs, strict=True):
+        if not any(under(spec, leaf) for leaf in leaves):
+            tops = sorted({leaf[0] for leaf in leaves})
+            raise ValueError(
+                f"head {text!r} matches no parameter; top-level modules: {', '.join(tops)} "
+                "(give head=() for a model without one)"
+            )
+    return specs
+
+
+def _in_head(path: Path, specs: Sequence[Path]) -> bool:
+    return any(under(spec, path) for spec in specs)
+
+
+@dataclasses.dataclass(frozen=True)
+class BitFitConfig:
+    """BitFit: every bias trains. head="all": the task head trains whole (kernel too);
+    "bias": only its biases, like every other layer's. only: optional regex on bias paths."""
+
+    head: str = "all"
+    only: str | None = None
+
+    def __post_init__(self):
+        if self.head not in ("all", "bias"):
+            raise ValueError(f"BitFit head must be 'all' or 'bias', got {self.head!r}")
 
 
 def bitfit_mask(
@@ -37,13 +67,14 @@ def bitfit_mask(
 ):
     """True for every leaf named `bias` and, with `train_head`, every leaf of the head.
 
-    head: names of top-level modules that form the task head. only: an optional regex;
-    then only biases whose '/'-joined path it searches are selected (e.g. the BitFit paper's
-    subset `only="query|intermediate"`).
+    head: paths of the task head ("classifier", "classifier/bias", "head/out"); each must
+    match some parameter. only: an optional regex; then only biases whose '/'-joined path it
+    searches are selected (e.g. the BitFit paper's subset `only="query|intermediate"`).
     """
+    specs = _head_paths(params, head) if train_head else []
 
     def selected(path: Path) -> bool:
-        if train_head and _in_head(path, head):
+        if _in_head(path, specs):
             return True
         if path[-1] != "bias":
             return False
@@ -56,29 +87,53 @@ def _is_layer_norm(path: Path) -> bool:
     return any("layernorm" in p.lower().replace("_", "") for p in path)
 
 
+def _factor_of(config, kind: str):
+    """Leaves `…/<kind>/<name>` under a layer `config` targets."""
+    return lambda path: len(path) > 2 and path[-2] == kind and is_target(config, path[:-2])
+
+
 def trainable_mask(params, method, *, head: Sequence[str] = ("classifier",)):
     """A bool tree: which leaves a method trains.
 
-    method: "full"; "head" (head only); "bitfit" (biases + head); a LoraConfig or "lora"
-    (LoRA factors + head); an AdapterConfig or "adapter" (adapters + every LayerNorm + head).
-    head: top-level modules of the task head (BERT `classifier`; RoBERTa's `classifier`
-    holds `dense` and `out_proj`).
+    method: "full"; "head" (head only); "bitfit" or a BitFitConfig (biases + head); a
+    LoraConfig (its targets' LoRA/DoRA factors + head) or "lora" (any `lora` leaf + head);
+    an IA3Config or "ia3" (IA3 vectors + head); an AdapterConfig or "adapter" (adapters +
+    every LayerNorm + head).
+    head: paths of the task head (BERT `classifier`; RoBERTa's `classifier` holds `dense`
+    and `out_proj`; "classifier/bias"; () for none). A head that matches nothing is an error.
     """
+    if method == "full":
+        return _map_paths(lambda path: True, params)
     if method == "bitfit":
-        return bitfit_mask(params, head=head)
+        method = BitFitConfig()
+    if isinstance(method, BitFitConfig):
+        return bitfit_mask(params, train_head=method.head == "all", head=head, only=method.only)
     rules = {
-        "full": lambda path: True,
         "head": lambda path: False,
         "lora": lambda path: "lora" in path,
+        "ia3": lambda path: "ia3" in path,
         "adapter": lambda path: "adapter" in path or _is_layer_norm(path),
     }
-    name = {LoraConfig: "lora", AdapterConfig: "adapter"}.get(type(method), method)
-    if name not in rules:
+    if isinstance(method, LoraConfig):
+        rule = _factor_of(method, "lora")
+    elif isinstance(method, IA3Config):
+        rule = _factor_of(method, "ia3")
+    elif isinstance(method, AdapterConfig):
+        rule = rules["adapter"]
+    elif method in rules:
+        rule = rules[method]
+    else:
         raise ValueError(
-            f"unknown method {method!r}; use 'full', 'head', 'bitfit', 'lora', 'adapter', "
-            "a LoraConfig or an AdapterConfig"
+            f"unknown method {method!r}; use 'full', 'head', 'bitfit', 'lora', 'ia3', "
+            "'adapter', a BitFitConfig, LoraConfig, IA3Config or AdapterConfig"
         )
-    return _map_paths(lambda path: _in_head(path, head) or rules[name](path), params)
+    if method != "head" and not any(rule(p) for p in flatten_dict(_as_dict(params))):
+        raise ValueError(
+            f"{method!r} selects no parameter: build the model with peft.with_lora/with_ia3 "
+            "(or the adapter config) before making its mask"
+        )
+    specs = _head_paths(params, head)
+    return _map_paths(lambda path: _in_head(path, specs) or rule(path), params)
 
 
 def check_mask(params, mask) -> None:

@@ -144,9 +144,11 @@ def _train(model, params, mask, steps=3):
         "head",
         "bitfit",
         peft.LoraConfig(2, 4, 0.1),
+        peft.LoraConfig(2, 4, 0.1, targets=("value", "output.dense"), use_dora=True),
+        peft.IA3Config(),
         peft.AdapterConfig("houlsby", 8),
     ],
-    ids=["full", "head", "bitfit", "lora", "adapter"],
+    ids=["full", "head", "bitfit", "lora", "dora", "ia3", "adapter"],
 )
 def test_frozen_bitwise_trainable_changed_state_only_for_trainable(hf_config, method):
     peft_config = method if not isinstance(method, str) else None
@@ -238,3 +240,53 @@ def test_mask_not_matching_params():
         peft.split(params, mask)
     with pytest.raises(ValueError, match="unknown method"):
         peft.trainable_mask(params, "prefix")
+
+
+# ---- masks say what they select ----
+
+
+def test_lora_mask_selects_exactly_its_targets():
+    both = peft.LoraConfig(2, 4, targets=("query", "value"))
+    params = abstract_params(TINY_BERT, 2, both)
+    only_query = peft.LoraConfig(2, 4, targets=("query",))
+    selected = peft.split(params, peft.trainable_mask(params, only_query))
+    names = {
+        "/".join(k.key for k in p) for p, _ in jax.tree_util.tree_flatten_with_path(selected)[0]
+    }
+    layer = "bert/encoder/layer/{}/attention/self/query/lora/{}"
+    want = {layer.format(i, f) for i in "01" for f in "ab"} | {
+        "classifier/kernel",
+        "classifier/bias",
+    }
+    assert names == want
+    # TINY: hidden 32, rank 2 -> a [32,2] + b [2,32] per layer, 2 layers, head 32*2+2
+    assert peft.count(params, peft.trainable_mask(params, only_query)) == 2 * 128 + 66
+    assert peft.count(params, peft.trainable_mask(params, both)) == 4 * 128 + 66
+
+
+@pytest.mark.parametrize(
+    "head, expected",
+    [
+        (("classifier",), 4 * 128 + 66),
+        (("classifier/bias",), 4 * 128 + 2),
+        ((), 4 * 128),
+    ],
+)
+def test_head_given_as_paths(head, expected):
+    lora = peft.LoraConfig(2, 4, targets=("query", "value"))
+    params = abstract_params(TINY_BERT, 2, lora)
+    assert peft.count(params, peft.trainable_mask(params, lora, head=head)) == expected
+
+
+@pytest.mark.parametrize("head, expected", [("all", 3_330), ("bias", 3_074)])
+def test_bitfit_head_option_bert_tiny(head, expected):
+    # BERT-tiny: hidden 128, intermediate 512, 2 layers, 2 labels. Biases:
+    #   embeddings LayerNorm 128
+    #   per layer: query/key/value/attention-output 4*128 + attention LayerNorm 128
+    #              + intermediate 512 + output 128 + output LayerNorm 128 = 1,408; x2 = 2,816
+    #   pooler 128, classifier 2  -> 128 + 2,816 + 128 + 2 = 3,074 ("bias": the head's bias only)
+    #   "all" adds the classifier kernel 128*2 = 256 -> 3,330
+    params = abstract_params(BERT_TINY, num_labels=2)
+    assert peft.count(params, peft.trainable_mask(params, peft.BitFitConfig(head))) == expected
+    with pytest.raises(ValueError, match="BitFit head must be 'all' or 'bias', got 'kernel'"):
+        peft.BitFitConfig("kernel")

@@ -1,0 +1,31 @@
+"""Exports a trained run for transformers / Hugging Face peft users.
+
+    python export.py --ckpt runs/sst2_lora --out exported/ [--format merged|peft]
+
+merged (default): config.json (with id2label), model.safetensors (LoRA/DoRA/IA3 merged) and
+the tokenizer: `transformers.pipeline("text-classification", model="exported/")` as is.
+peft: adapter_config.json + adapter_model.safetensors + the tokenizer, for
+`peft.AutoPeftModelForSequenceClassification.from_pretrained("exported/")`.
+"""
+
+import sys
+
+from absl import app, flags
+
+from bertjax import export
+
+_CKPT = flags.DEFINE_string("ckpt", None, "Run folder written by train.py.", required=True)
+_OUT = flags.DEFINE_string("out", None, "Folder to write.", required=True)
+_FORMAT = flags.DEFINE_enum("format", "merged", list(export.FORMATS), "What to write.")
+
+
+def main(argv):
+    del argv
+    try:
+        print(export.export(_CKPT.value, _OUT.value, _FORMAT.value))
+    except (ValueError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    app.run(main)
