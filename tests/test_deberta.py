@@ -18,6 +18,7 @@ from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_p
 
 from bertjax import deberta
 from bertjax.convert import flax_to_hf, hf_to_flax
+from bertjax.model import build as model_build  # LoRA wraps the family's model
 from peft.adapter import AdapterConfig
 from peft.lora import LoraConfig
 
@@ -239,7 +240,7 @@ def test_lora_on_query_and_value_proj(hf_model):
     cfg = deberta.config_from_hf(hf_model.config.to_dict())
     base = _load(deberta.build(cfg, 3), _state(hf_model), ids, mask, types)
     lora = LoraConfig(rank=4, alpha=8, targets=("query_proj", "value_proj"))
-    model = deberta.build(cfg, 3, peft=lora)
+    model = model_build(cfg, 3, peft=lora)
     params = model.init(jax.random.key(0), ids, mask, types)["params"]
     factors = {p: v for p, v in flatten_dict(params).items() if "lora" in p}
     # layers x {query_proj, value_proj} x rank x (in 32 + out 32) = 2 * 2 * 4 * 64;

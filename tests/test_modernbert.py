@@ -18,6 +18,7 @@ from transformers import (
 
 from bertjax import modernbert
 from bertjax.convert import flax_to_hf, hf_to_flax
+from bertjax.model import build as model_build  # LoRA wraps the family's model
 from peft.adapter import AdapterConfig
 from peft.lora import LoraConfig
 
@@ -201,7 +202,7 @@ def test_lora_on_wqkv(hf_model):
     ids, mask = _batch()
     cfg = modernbert.config_from_hf(hf_model.config.to_dict())
     base = _load(modernbert.build(cfg, 3), _state(hf_model), ids, mask)
-    model = modernbert.build(cfg, 3, peft=LoraConfig(rank=4, alpha=8, targets=("Wqkv",)))
+    model = model_build(cfg, 3, peft=LoraConfig(rank=4, alpha=8, targets=("Wqkv",)))
     params = model.init(jax.random.key(0), ids, mask)["params"]
     factors = {p: v for p, v in flatten_dict(params).items() if "lora" in p}
     # layers x rank x (in 32 + out 3 * 32) = 3 * 4 * 128 (Hugging Face peft 0.21.2: 1536)
@@ -285,7 +286,7 @@ def test_lora_on_every_linear_layer_count():
     cfg = modernbert.config_from_hf(ModernBertConfig(**TINY, **CONFIGS["base"]).to_dict())
     ids, mask = _batch()
     lora = LoraConfig(rank=4, alpha=8, targets=("Wqkv", "Wo", "Wi"))
-    params = modernbert.build(cfg, 3, peft=lora).init(jax.random.key(0), ids, mask)["params"]
+    params = model_build(cfg, 3, peft=lora).init(jax.random.key(0), ids, mask)["params"]
     factors = [v for p, v in flatten_dict(params).items() if "lora" in p]
     # per layer, rank 4 x (in + out): Wqkv 32+96, attn Wo 32+32, Wi 32+96, mlp Wo 48+32
     assert sum(v.size for v in factors) == 3 * 4 * (128 + 64 + 128 + 80)
