@@ -1,5 +1,7 @@
 """Flax BERT/RoBERTa encoder and classification heads, named like the HF state dict."""
 
+import dataclasses
+
 import flax.linen as nn
 import flax.struct
 import jax
@@ -319,9 +321,12 @@ def build(
     wrap it in `peft.Peft` (same call, parameters added by module path)."""
     from bertjax.families import family_of  # the families' modules import this one
 
+    family = family_of(config.model_type)
     adapter = peft if isinstance(peft, AdapterConfig) else None
-    model = family_of(config.model_type).build(config, num_labels, adapter, dtype)
-    return model if peft is None or adapter is not None else Peft(model, peft)
+    model = family.build(config, num_labels, adapter, dtype)
+    if peft is None or adapter is not None:
+        return model
+    return Peft(model, dataclasses.replace(peft, head=family.head))  # the head trains whole
 
 
 def build_bert(

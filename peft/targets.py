@@ -55,7 +55,8 @@ def check(kind: str, targets, paths: Sequence[Path], head=()) -> None:
     """Raises naming the first target that matches none of the linear layers at `paths`."""
     missing = unmatched(targets, paths, head)
     if missing:
-        names = sorted({"/".join(p[-2:]) if p[-1] == "dense" else p[-1] for p in paths})
+        outside = [p for p in paths if not in_head(head, p)]
+        names = sorted({"/".join(p[-2:]) if p[-1] == "dense" else p[-1] for p in outside})
         raise ValueError(
             f"{kind} target {missing[0]!r} matches no layer; available: {', '.join(names)}"
         )
