@@ -30,9 +30,22 @@ def test_activation_formula_scaling():
     def acts(**change):
         return memory.activation_bytes(**{**DIMS, **change}, dtype_bytes=4)
 
-    # The documented closed form for full fine-tuning in float32.
-    tokens = B * L
-    assert acts() == N * (34 * tokens * H + 8 * tokens * F + 9 * B * A * L * L) + 5 * tokens * H
+    # Full fine-tuning in float32, tensor by tensor (bytes each layer keeps for its backward
+    # pass, read off the architecture): the layer input x, Q, K, V, the context and the FFN
+    # input (float32 [B, L, H]); GELU's input and output ([B, L, F]); the two LayerNorm inputs;
+    # two hidden dropout masks (1 byte per element); the softmax output, the attention dropout
+    # mask and the dropped probabilities ([B, A, L, L]); the embeddings keep their LayerNorm
+    # input and dropout mask.
+    tokens, maps = B * L, B * A * L * L
+    per_layer = {
+        "x, Q, K, V, context, FFN input": 6 * 4 * tokens * H,
+        "GELU input, GELU output": 2 * 4 * tokens * F,
+        "2 LayerNorm inputs": 2 * 4 * tokens * H,
+        "2 hidden dropout masks": 2 * 1 * tokens * H,
+        "softmax output, attention dropout mask, dropped probabilities": (4 + 1 + 4) * maps,
+    }
+    embeddings = 4 * tokens * H + 1 * tokens * H
+    assert acts() == N * sum(per_layer.values()) + embeddings
     assert acts(B=2 * B) == 2 * acts()  # linear in the batch
     assert acts(N=2 * N) - acts() == acts(N=N) - acts(N=0)  # linear in the layers
     # Quadratic in L only through the attention maps: f(2L) - 2 f(L) = 2·N·(5 + p)·B·A·L².
