@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 import peft
 from bertjax import batching, checkpoint, data
+from bertjax.model import REMAT_POLICIES
 from bertjax.pretrained import from_pretrained, load_tokenizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -27,6 +28,16 @@ def peft_config(config):
 def mask_method(config):
     """What `peft.trainable_mask` takes for this config: a peft config or the method name."""
     return peft_config(config) or config.peft.method
+
+
+def remat_of(config) -> bool | str:
+    """config.train.remat checked: False, True or one of model.REMAT_POLICIES."""
+    remat = config.train.get("remat", False)
+    if isinstance(remat, bool) or remat in REMAT_POLICIES:
+        return remat
+    raise ValueError(
+        f"train.remat={remat!r} unknown; use False, True or one of {', '.join(REMAT_POLICIES)}"
+    )
 
 
 @dataclasses.dataclass
@@ -63,6 +74,7 @@ def build(config, label_names=None) -> Setup:
         peft=peft_config(config),
         dtype=DTYPES[config.dtype],
         seed=config.train.seed,
+        remat=remat_of(config),
     )
     mask = peft.trainable_mask(params, mask_method(config))
     _, frozen = peft.partition(params, mask)

@@ -19,6 +19,8 @@ ACTIVATIONS = {
 }
 
 PeftConfig = LoraConfig | AdapterConfig | None
+# config.train.remat's named policies: what each layer's backward pass keeps (True: nothing).
+REMAT_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 
 @flax.struct.dataclass
@@ -45,6 +47,7 @@ class _Block(nn.Module):
     peft: PeftConfig = None
     dtype: jnp.dtype = jnp.float32
     deterministic: bool = True
+    remat: bool | str = False  # activation checkpointing per encoder layer (REMAT_POLICIES)
 
     def child(self, block: type["_Block"], name: str, **extra) -> "_Block":
         """A submodule sharing this block's config, peft, dtype and dropout mode."""
@@ -53,6 +56,7 @@ class _Block(nn.Module):
             peft=self.peft,
             dtype=self.dtype,
             deterministic=self.deterministic,
+            remat=self.remat,
             name=name,
             **extra,
         )
@@ -176,8 +180,11 @@ class LayerStack(_Block):
 
     @nn.compact
     def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
+        named = isinstance(self.remat, str)
+        policy = getattr(jax.checkpoint_policies, self.remat) if named else None  # None: nothing
+        layer = nn.remat(Layer, policy=policy) if self.remat else Layer
         for i in range(self.config.num_hidden_layers):
-            hidden = self.child(Layer, str(i))(hidden, bias)
+            hidden = self.child(layer, str(i))(hidden, bias)
         return hidden
 
 
@@ -200,6 +207,7 @@ class EncoderModel(nn.Module):
     peft: PeftConfig = None
     dtype: jnp.dtype = jnp.float32
     add_pooler: bool = True
+    remat: bool | str = False
 
     @nn.compact
     def __call__(
@@ -215,7 +223,11 @@ class EncoderModel(nn.Module):
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         fields = dict(
-            config=self.config, peft=self.peft, dtype=self.dtype, deterministic=deterministic
+            config=self.config,
+            peft=self.peft,
+            dtype=self.dtype,
+            deterministic=deterministic,
+            remat=self.remat,
         )
         hidden = Embeddings(**fields, name="embeddings")(input_ids, token_type_ids)
         # [batch, 1, 1, seq]: 0 where attended, the most negative float where masked.
@@ -249,6 +261,7 @@ class SequenceClassifier(nn.Module):
     num_labels: int = 2
     peft: PeftConfig = None
     dtype: jnp.dtype = jnp.float32
+    remat: bool | str = False
 
     @nn.compact
     def __call__(
@@ -261,7 +274,9 @@ class SequenceClassifier(nn.Module):
         """input_ids, attention_mask, token_type_ids: [batch, seq] ints."""
         cfg = self.config
         is_bert = cfg.family == "bert"
-        encoder = EncoderModel(cfg, self.peft, self.dtype, add_pooler=is_bert, name=cfg.family)
+        encoder = EncoderModel(
+            cfg, self.peft, self.dtype, add_pooler=is_bert, remat=self.remat, name=cfg.family
+        )
         out = encoder(input_ids, attention_mask, token_type_ids, deterministic)
         if is_bert:
             pooled = _dropout(self, out.pooler_output, cfg.head_dropout, deterministic)
@@ -289,8 +304,11 @@ def build(
     num_labels: int | None = None,
     peft: PeftConfig = None,
     dtype: jnp.dtype = jnp.float32,
+    remat: bool | str = False,
 ) -> nn.Module:
-    """The bare encoder (num_labels=None) or the sequence classifier for `config`."""
+    """The bare encoder (num_labels=None) or the sequence classifier for `config`; remat:
+    recompute each encoder layer's activations in the backward pass (True) or keep what a
+    named jax.checkpoint_policies policy saves (REMAT_POLICIES)."""
     if num_labels is None:
-        return EncoderModel(config, peft, dtype, add_pooler=config.family == "bert")
-    return SequenceClassifier(config, num_labels, peft, dtype)
+        return EncoderModel(config, peft, dtype, add_pooler=config.family == "bert", remat=remat)
+    return SequenceClassifier(config, num_labels, peft, dtype, remat)

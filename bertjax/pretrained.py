@@ -164,8 +164,10 @@ def from_pretrained(
     peft: PeftConfig = None,
     dtype=jnp.float32,
     seed: int = 0,
+    remat: bool | str = False,
 ):
-    """Loads a Hugging Face checkpoint (folder or hub id) into (model, params).
+    """Loads a Hugging Face checkpoint (folder or hub id) into (model, params); remat: see
+    bertjax.model.build.
 
     The checkpoint's classification head is loaded when it has one; otherwise the head is
     initialised from `seed` and logged. Every other key must be used and every encoder
@@ -173,7 +175,7 @@ def from_pretrained(
     """
     folder = resolve(path_or_id)
     config = model_config_from_hf(read_hf_config(folder))
-    model = build(config, num_labels, peft, dtype)
+    model = build(config, num_labels, peft, dtype, remat)
     _check_peft(model, config, peft)
     state = clean_state_dict(read_state_dict(folder))
     state = align_prefix(state, None if num_labels is None else config.family)

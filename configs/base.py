@@ -4,7 +4,7 @@ Not a task by itself: it trains nothing useful until `model` and `data.*` are se
 """
 
 import ml_collections
-from ml_collections.config_dict import placeholder
+from ml_collections.config_dict import FieldReference, placeholder
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -55,4 +55,12 @@ def get_config() -> ml_collections.ConfigDict:
     t.seed = 0
     t.select_metric = "accuracy"  # validation metric that picks the best checkpoint
     t.eval_batch_size = 128
+    t.early_stopping_patience = placeholder(int)  # stop after N evals not improving (None: off)
+    t.early_stopping_min_delta = 0.0  # improving means beating the best by more than this
+    t.remat = FieldReference(  # activation checkpointing per layer: False | True | policy name
+        False, field_type=object
+    )
+
+    config.log = log = ml_collections.ConfigDict()
+    log.tensorboard = True  # TensorBoard event files in the run folder (tensorboard --logdir)
     return config
