@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 from tensorboard.util.tensor_util import make_ndarray
 
 import peft
@@ -181,6 +182,12 @@ def test_a_stopped_group_member_stays_and_the_other_equals_its_separate_run(
 
     records = runs.read_metrics(tmp_path / "g0")
     assert max(r["step"] for r in records if r["split"] != "test") == 6
+    # A folder of run folders (a sweep) is one TensorBoard run per run folder.
+    multiplexer = EventMultiplexer().AddRunsFromDirectory(str(tmp_path))
+    multiplexer.Reload()
+    assert set(multiplexer.Runs()) == {"g0", "g1", "alone"}
+    stopped = [e.step for e in multiplexer.Scalars("g0", "validation/accuracy")]
+    assert stopped == [2, 4, 6]
     (a, step_a), (b, step_b) = _last(tmp_path / "g1"), _last(tmp_path / "alone")
     assert step_a == step_b == 16
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
