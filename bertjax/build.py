@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import peft
 from bertjax import batching, checkpoint, data
 from bertjax.families import head_modules
+from bertjax.model import REMAT_POLICIES
 from bertjax.pretrained import from_pretrained, load_tokenizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -41,6 +42,16 @@ def mask_method(config):
     return peft_config(config) or config.peft.method
 
 
+def remat_of(config) -> bool | str:
+    """config.train.remat checked: False, True or one of model.REMAT_POLICIES."""
+    remat = config.train.get("remat", False)
+    if isinstance(remat, bool) or remat in REMAT_POLICIES:
+        return remat
+    raise ValueError(
+        f"train.remat={remat!r} unknown; use False, True or one of {', '.join(REMAT_POLICIES)}"
+    )
+
+
 @dataclasses.dataclass
 class Setup:
     """Everything a run (or its evaluation) rebuilds from the config."""
@@ -68,6 +79,7 @@ def build_model(config, label_names: list, tokenizer, announce_new: bool = True)
         dtype=DTYPES[config.dtype],
         seed=config.train.seed,
         announce_new=announce_new,
+        remat=remat_of(config),
     )
     mask = peft.trainable_mask(params, mask_method(config), head=head_modules(model))
     _, frozen = peft.partition(params, mask)

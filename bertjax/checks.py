@@ -84,7 +84,8 @@ def check_config(config) -> None:
     else:
         _at_least_one("train.epochs", config.train.epochs, " (or set train.max_steps)")
     _at_least_one("optim.accumulate", config.optim.accumulate)
-    _at_least_one("train.log_every", config.train.log_every)
+    if config.train.get("log_every") is not None:
+        _at_least_one("train.log_every", config.train.log_every, " (or unset it: automatic)")
     _at_least_one("data.max_length", config.data.max_length)
     if config.train.get("eval_every") is not None:
         _at_least_one("train.eval_every", config.train.eval_every, " (or unset it)")

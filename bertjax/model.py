@@ -22,6 +22,8 @@ ACTIVATIONS = {
 
 # Adapters live inside the blocks; LoRA, DoRA and IA3 are injected from outside (peft.Peft).
 PeftConfig = PeftMethod | AdapterConfig | None
+# config.train.remat's named policies: what each layer's backward pass keeps (True: nothing).
+REMAT_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 
 @flax.struct.dataclass
@@ -48,6 +50,7 @@ class _Block(nn.Module):
     peft: AdapterConfig | None = None
     dtype: jnp.dtype = jnp.float32
     deterministic: bool = True
+    remat: bool | str = False  # activation checkpointing per encoder layer (REMAT_POLICIES)
 
     def child(self, block: type["_Block"], name: str, **extra) -> "_Block":
         """A submodule sharing this block's config, peft, dtype and dropout mode."""
@@ -56,6 +59,7 @@ class _Block(nn.Module):
             peft=self.peft,
             dtype=self.dtype,
             deterministic=self.deterministic,
+            remat=self.remat,
             name=name,
             **extra,
         )
@@ -190,8 +194,11 @@ class LayerStack(_Block):
 
     @nn.compact
     def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
+        named = isinstance(self.remat, str)
+        policy = getattr(jax.checkpoint_policies, self.remat) if named else None  # None: nothing
+        layer = nn.remat(Layer, policy=policy) if self.remat else Layer
         for i in range(self.config.num_hidden_layers):
-            hidden = self.child(Layer, str(i))(hidden, bias)
+            hidden = self.child(layer, str(i))(hidden, bias)
         return hidden
 
 
@@ -215,6 +222,7 @@ class EncoderModel(nn.Module):
     peft: AdapterConfig | None = None
     dtype: jnp.dtype = jnp.float32
     add_pooler: bool = True
+    remat: bool | str = False
 
     @nn.compact
     def __call__(
@@ -230,7 +238,11 @@ class EncoderModel(nn.Module):
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         fields = dict(
-            config=self.config, peft=self.peft, dtype=self.dtype, deterministic=deterministic
+            config=self.config,
+            peft=self.peft,
+            dtype=self.dtype,
+            deterministic=deterministic,
+            remat=self.remat,
         )
         cfg = self.config
         hidden = Embeddings(**fields, name="embeddings")(input_ids, token_type_ids)
@@ -275,6 +287,7 @@ class SequenceClassifier(nn.Module):
     num_labels: int = 2
     peft: AdapterConfig | None = None
     dtype: jnp.dtype = jnp.float32
+    remat: bool | str = False
 
     @nn.compact
     def __call__(
@@ -287,7 +300,9 @@ class SequenceClassifier(nn.Module):
         """input_ids, attention_mask, token_type_ids: [batch, seq] ints."""
         cfg = self.config
         is_bert = cfg.family == "bert"
-        encoder = EncoderModel(cfg, self.peft, self.dtype, add_pooler=is_bert, name=cfg.family)
+        encoder = EncoderModel(
+            cfg, self.peft, self.dtype, add_pooler=is_bert, remat=self.remat, name=cfg.family
+        )
         out = encoder(input_ids, attention_mask, token_type_ids, deterministic)
         if is_bert:
             pooled = _dropout(self, out.pooler_output, cfg.head_dropout, deterministic)
@@ -315,15 +330,23 @@ def build(
     num_labels: int | None = None,
     peft: PeftConfig = None,
     dtype: jnp.dtype = jnp.float32,
+    remat: bool | str = False,
 ) -> nn.Module:
     """The bare encoder (num_labels=None) or the sequence classifier for `config`, built
     by its family's module (bertjax/families.py), with adapters inside; LoRA, DoRA and IA3
-    wrap it in `peft.Peft` (same call, parameters added by module path)."""
+    wrap it in `peft.Peft` (same call, parameters added by module path). remat (BERT-layout
+    layers only): see build_bert."""
     from bertjax.families import family_of  # the families' modules import this one
 
     family = family_of(config.model_type)
     adapter = peft if isinstance(peft, AdapterConfig) else None
-    model = family.build(config, num_labels, adapter, dtype)
+    if remat and family.build is not build_bert:
+        raise ValueError(
+            f"train.remat is implemented for BERT/RoBERTa layers, not {config.model_type}; "
+            "use --config.train.remat=False"
+        )
+    extra = dict(remat=remat) if remat else {}
+    model = family.build(config, num_labels, adapter, dtype, **extra)
     if peft is None or adapter is not None:
         return model
     return Peft(model, dataclasses.replace(peft, head=family.head))  # the head trains whole
@@ -334,8 +357,11 @@ def build_bert(
     num_labels: int | None = None,
     peft: PeftConfig = None,
     dtype: jnp.dtype = jnp.float32,
+    remat: bool | str = False,
 ) -> nn.Module:
-    """BERT/RoBERTa: the bare encoder (num_labels=None) or the sequence classifier."""
+    """BERT/RoBERTa: the bare encoder (num_labels=None) or the sequence classifier; remat:
+    recompute each encoder layer's activations in the backward pass (True) or keep what a
+    named jax.checkpoint_policies policy saves (REMAT_POLICIES)."""
     if num_labels is None:
-        return EncoderModel(config, peft, dtype, add_pooler=config.family == "bert")
-    return SequenceClassifier(config, num_labels, peft, dtype)
+        return EncoderModel(config, peft, dtype, add_pooler=config.family == "bert", remat=remat)
+    return SequenceClassifier(config, num_labels, peft, dtype, remat)

@@ -180,8 +180,10 @@ def from_pretrained(
     seed: int = 0,
     announce_new: bool = True,
     base=None,
+    remat: bool | str = False,
 ):
-    """Loads a Hugging Face checkpoint (folder or hub id) into (model, params).
+    """Loads a Hugging Face checkpoint (folder or hub id) into (model, params); remat: see
+    bertjax.model.build.
 
     The checkpoint's classification head is loaded when it has one; otherwise the head is
     initialised from `seed` and logged (a warning; debug with `announce_new=False`, for
@@ -197,7 +199,7 @@ def from_pretrained(
         return _from_adapter(folder, num_labels, peft, dtype, seed, base)
     config = model_config_from_hf(read_hf_config(folder))
     family = family_of(config.model_type)
-    model = build(config, num_labels, peft, dtype)
+    model = build(config, num_labels, peft, dtype, remat)
     _check_peft(config, peft)
     state = clean_state_dict(read_state_dict(folder))
     state = align_prefix(state, family.prefix, family.encoder_keys, bare=num_labels is None)

@@ -27,7 +27,8 @@ log = logging.getLogger("bertjax")
 CONFIG_FILE, LABELS_FILE, METRICS_FILE = "config.json", "labels.json", "metrics.jsonl"
 SUMMARY_FILE, CURVES_FILE, BASE_FILE = "summary.json", "curves.png", "base.json"
 LOCK_FILE = ".lock"
-IGNORED_WHEN_RESUMING = ("workdir",)  # fields that may differ between a run and its resume
+# Fields that may differ between a run and its resume.
+IGNORED_WHEN_RESUMING = ("workdir", "log.tensorboard")
 
 
 def workdir_of(config) -> Path:
@@ -142,6 +143,8 @@ class Run:
     folder: Path
     best: dict = dataclasses.field(default_factory=lambda: dict(value=-math.inf, step=-1))
     diverged: str | None = None  # the error, once the loss became non-finite
+    stopped: dict | None = None  # early stopping: {"step": s, "reason": why}
+    stale_evals: int = 0  # evaluations in a row without enough improvement (early stopping)
     last_eval_step: int = -1
     past_seconds: float = 0.0  # wall time of the run's earlier sessions
     epoch_seconds: list = dataclasses.field(default_factory=list)
@@ -154,6 +157,19 @@ class Run:
     def seconds(self) -> float:
         """Wall time of the whole run so far, across sessions."""
         return self.past_seconds + time.time() - self.started
+
+    @property
+    def training(self) -> bool:
+        """Neither stopped early nor diverged."""
+        return self.stopped is None and self.diverged is None
+
+
+def reset(run: Run) -> None:
+    """Forgets what the loop learnt about the run (it starts again from step 0)."""
+    fresh = Run(run.config, run.folder)
+    for field in ("best", "stopped", "stale_evals", "last_eval_step", "past_seconds"):
+        setattr(run, field, getattr(fresh, field))
+    run.epoch_seconds = []
 
 
 def check_folder(config, overwrite: bool = False) -> Run:
@@ -227,10 +243,11 @@ def read_metrics(run: Path) -> list[dict]:
 
 
 def truncate_metrics(run: Path, step: int) -> None:
-    """Keeps records logged up to `step` (later ones belong to the part being redone)."""
+    """Keeps records logged up to `step` (later ones belong to the part being redone), but
+    no test record: finishing, which writes it, comes after the last checkpoint."""
     if not distributed.is_primary():
         return
-    kept = [r for r in read_metrics(run) if r["step"] <= step]
+    kept = [r for r in read_metrics(run) if r["step"] <= step and r["split"] != "test"]
     tmp = Path(run) / (METRICS_FILE + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
     tmp.replace(Path(run) / METRICS_FILE)
@@ -254,6 +271,8 @@ def save_last(run: Run, tree, step: int) -> None:
         last_eval_step=run.last_eval_step,
         seconds=round(run.seconds(), 2),
         epoch_seconds=run.epoch_seconds,
+        stopped=run.stopped,
+        stale_evals=run.stale_evals,
     )
     checkpoint.save(run.checkpoints / "last", tree, meta)
 
@@ -320,6 +339,8 @@ def resume(run: Run, like) -> Any:
     run.last_eval_step = meta.get("last_eval_step", -1)
     run.past_seconds = meta.get("seconds", 0.0)
     run.epoch_seconds = list(meta.get("epoch_seconds", []))
+    run.stopped = meta.get("stopped")
+    run.stale_evals = meta.get("stale_evals", 0)
     truncate_metrics(run.folder, meta["step"])
     return tree
 

@@ -15,12 +15,14 @@ from bertjax import sharding
 @flax.struct.dataclass
 class TrainState:
     """step: optimizer micro-steps taken; trainable/frozen: the two halves of the params
-    (`peft.partition`); opt_state: optimizer state of the trainable half only."""
+    (`peft.partition`); opt_state: optimizer state of the trainable half only; active: False
+    for a member the step leaves exactly as it is (stopped early or diverged)."""
 
     step: jax.Array
     trainable: Any
     frozen: Any
     opt_state: Any
+    active: Any = True
 
     @property
     def params(self):
@@ -75,7 +77,7 @@ def _jit(fn, mesh: Mesh | None, inputs: tuple, outputs, **kwargs):
 
 # The member axis: trainable state, optimizer state (holding each run's learning rate), step,
 # data and dropout key are stacked; the frozen base is shared.
-MEMBER_AXES = TrainState(step=0, trainable=0, frozen=None, opt_state=0)
+MEMBER_AXES = TrainState(step=0, trainable=0, frozen=None, opt_state=0, active=0)
 
 
 def _train_step(model, optimizer: optax.GradientTransformation):
@@ -93,7 +95,8 @@ def _train_step(model, optimizer: optax.GradientTransformation):
         updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
-        return state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state), metrics
+        new = state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state)
+        return _per_member(lambda n, old: jnp.where(state.active, n, old), new, state), metrics
 
     return train_step
 
@@ -109,7 +112,9 @@ def make_train_step(model, optimizer: optax.GradientTransformation, mesh: Mesh |
 
     state: TrainState stacked over K members along a leading axis (`stack_states`), frozen
     shared; batches: model inputs [K, batch, len]; rngs: [K] keys; metrics: loss [K] and
-    grad_norm [K]. It is one run's step under `vmap`, jitted with the state donated. Only
+    grad_norm [K] (before clipping). A member whose `state.active` is False keeps its step,
+    trainable and optimizer state as they were. It is one run's step under `vmap`, jitted
+    with the state donated. Only
     `state.trainable` is differentiated: frozen weights enter as constants of the backward
     pass, so XLA never computes their weight gradients. With a `mesh`, every member's batch
     is split by rows over its devices (data parallel) and the state is replicated; XLA

@@ -23,10 +23,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import peft
-from bertjax import batching, checks, data, distributed, runs, sharding
+from bertjax import batching, checks, data, distributed, events, runs, sharding
 from bertjax.build import Setup, build
 from bertjax.evaluate import MODEL_INPUTS, metrics_of, predict
-from bertjax.optim import make_optimizer
+from bertjax.optim import learning_rate_schedule, make_optimizer
 from bertjax.plots import plot_curves
 from bertjax.steps import (
     TrainState,
@@ -103,8 +103,9 @@ class StopFlag:
         return dict(interrupted_at=step, signal=name, exit_status=128 + signal.Signals[name])
 
 
-def log_record(step, epoch, split, loss, metrics, examples_per_s, run: runs.Run):
-    """One metrics.jsonl line; `elapsed` counts the run's earlier sessions too."""
+def log_record(step, epoch, split, loss, metrics, examples_per_s, run: runs.Run, **extra):
+    """One metrics.jsonl line; `elapsed` counts the run's earlier sessions too. extra: train
+    records' lr and grad_norm."""
     return dict(
         step=step,
         epoch=round(epoch, 4),
@@ -113,7 +114,27 @@ def log_record(step, epoch, split, loss, metrics, examples_per_s, run: runs.Run)
         metrics=metrics,
         examples_per_s=examples_per_s,
         elapsed=round(run.seconds(), 2),
+        **extra,
     )
+
+
+def early_stopping(run: runs.Run, value: float, best_before: float, step: int, tc) -> None:
+    """Counts the evaluations whose select_metric `value` did not beat the best before them
+    by more than early_stopping_min_delta; at early_stopping_patience of them in a row,
+    run.stopped says where and why. Off when the patience is None or 0."""
+    patience, delta = tc.early_stopping_patience, tc.early_stopping_min_delta
+    if not patience:
+        return
+    if value > best_before + delta:
+        run.stale_evals = 0
+        return
+    run.stale_evals += 1
+    if run.stale_evals >= patience:
+        run.stopped = dict(
+            step=step,
+            reason=f"{tc.select_metric} did not improve by more than {delta} for {patience} "
+            f"evaluations (best {run.best['value']:.4f} at step {run.best['step']})",
+        )
 
 
 def train(config, overwrite: bool = False) -> dict:
@@ -221,9 +242,10 @@ def plan_calls(groups: list[np.ndarray], k: int, cap: int) -> list[tuple[np.ndar
     return calls
 
 
-def _initial_state(members, setups, optimizers) -> TrainState:
-    """The runs' states stacked over the member axis: each from its checkpoints/last when
-    all stopped at one step, else fresh."""
+def _initial_state(members, setups, optimizers) -> tuple[TrainState, int]:
+    """The runs' states stacked over the member axis and the step to go on from: each from
+    its checkpoints/last when those still training all stopped at one step, else fresh.
+    A run stopped early keeps the state it stopped with (inactive)."""
     _, frozen = peft.partition(setups[0].params, setups[0].mask)
     fresh = []
     for setup, optimizer in zip(setups, optimizers, strict=True):
@@ -231,25 +253,31 @@ def _initial_state(members, setups, optimizers) -> TrainState:
         fresh.append(dict(step=jnp.zeros((), jnp.int32), trainable=trainable))
         fresh[-1]["opt_state"] = optimizer.init(trainable)
     saved = [runs.resume(m, like) for m, like in zip(members, fresh, strict=True)]
-    steps = {None if tree is None else int(tree["step"]) for tree in saved}
-    if len(steps) == 1 and None not in steps:
+    going = [tree for m, tree in zip(members, saved, strict=True) if m.stopped is None]
+    steps = {None if tree is None else int(tree["step"]) for tree in going}
+    if len(steps) <= 1 and None not in steps:
         trees = saved
-        log.info("resumed %s from step %d", ", ".join(str(m.folder) for m in members), *steps)
+        start = steps.pop() if steps else max(int(tree["step"]) for tree in saved)
+        log.info("resumed %s from step %d", ", ".join(str(m.folder) for m in members), start)
     else:
         if len(steps) > 1:
             log.warning("the runs stopped at different steps %s: all restart from step 0", steps)
-            for m in members:
-                runs.truncate_metrics(m.folder, -1)
-                m.best, m.last_eval_step = runs.Run(m.config, m.folder).best, -1
-                m.past_seconds, m.epoch_seconds = 0.0, []
-        trees = fresh
-    states = [TrainState(t["step"], t["trainable"], None, t["opt_state"]) for t in trees]
+        for m in members:
+            runs.truncate_metrics(m.folder, -1)
+            runs.reset(m)
+        trees, start = fresh, 0
+    states = [
+        TrainState(t["step"], t["trainable"], None, t["opt_state"], m.stopped is None)
+        for m, t in zip(members, trees, strict=True)
+    ]
     # A copy of the frozen base: the step donates its state, and finishing needs setup.params.
-    return stack_states(states).replace(frozen=jax.tree_util.tree_map(jnp.copy, frozen))
+    state = stack_states(states).replace(frozen=jax.tree_util.tree_map(jnp.copy, frozen))
+    return state, start
 
 
 def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None) -> list:
-    """Trains members (one frozen base) to the end, a signal or divergence; their results."""
+    """Trains members (one frozen base) to the end, a signal, divergence or early stopping;
+    their results."""
     k, config, setup = len(members), members[0].config, setups[0]
     tc, model = config.train, setup.model
     cap = min(max_members or k, k)
@@ -264,10 +292,13 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
     log_every = tc.log_every or max(1, min(50, steps_per_epoch // 20))
     updates = math.ceil(total_steps / config.optim.accumulate)
     optimizers = [make_optimizer(m.config.optim, updates) for m in members]
+    peak_lrs = np.array([m.config.optim.lr for m in members])
+    unit_lr = learning_rate_schedule(config.optim, updates)  # as make_optimizer's
     mesh = sharding.data_mesh()
     sharding.check_batch_size(tc.batch_size, mesh, "train.batch_size")
     sharding.check_batch_size(tc.eval_batch_size, mesh, "train.eval_batch_size")
-    state = sharding.put_replicated(_initial_state(members, setups, optimizers), mesh)
+    state, start_step = _initial_state(members, setups, optimizers)
+    state = sharding.put_replicated(state, mesh)
     train_step = make_train_step(model, optimizers[0], mesh)
     subset_step = make_subset_step(model, optimizers[0], mesh) if k > 1 else None
     eval_step = make_members_eval_step(model, mesh)
@@ -306,10 +337,14 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
         eval_groups.setdefault(_fingerprint(valid), (valid, []))[1].append(i)
 
     def live() -> list[int]:
-        return [i for i, m in enumerate(members) if m.diverged is None]
+        return [i for i, m in enumerate(members) if m.training]
 
-    def save_last(step: int) -> None:
-        for i in live():
+    def logged(i: int, record: dict) -> None:
+        runs.append_metrics(members[i].folder, record)
+        writers[i].record(record)
+
+    def save_last(step: int, idx: list[int]) -> None:
+        for i in idx:
             tree = dict(
                 step=state.step[i],
                 trainable=member(state.trainable, i),
@@ -319,9 +354,12 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
         stop.at("save", step)
 
     def evaluate(step: int) -> None:
+        """Validation of the members still training, their best and last checkpoints and
+        early stopping."""
         stop.at("eval", step)
+        evaluated = live()
         for valid, idx in eval_groups.values():
-            for part in _parts(np.asarray([i for i in idx if i in live()]), cap):
+            for part in _parts(np.asarray([i for i in idx if i in evaluated]), cap):
                 if not len(part):
                     continue
                 trainables = member(state.trainable, part)
@@ -344,33 +382,39 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
                     record = log_record(
                         step, step / steps_per_epoch, "validation", loss, metrics, None, m
                     )
-                    runs.append_metrics(m.folder, record)
-                    value = metrics[tc.select_metric]
-                    if value > m.best["value"]:
+                    logged(i, record)
+                    value, best_before = metrics[tc.select_metric], m.best["value"]
+                    if value > best_before:
                         m.best = dict(value=value, step=step, metrics=metrics)
                         runs.save_best(m, step, metrics, member(trainables, j))
+                    early_stopping(m, value, best_before, step, tc)
+                    if m.stopped is not None:
+                        log.warning("%s: stopped early at step %d: %s", m.folder, step, m.stopped)
                     m.last_eval_step = step
                     if k == 1:
                         log.info("step %d validation: %s", step, json.dumps(metrics))
-        save_last(step)
+        save_last(step, evaluated)
 
     def log_window(step: int, window: list, started: float) -> None:
-        losses = np.asarray(jnp.mean(jnp.stack(window), axis=0))  # the only host sync
-        speed = round(len(window) * tc.batch_size / (time.time() - started), 1)  # per run
+        means = jax.device_get({key: jnp.mean(jnp.stack(window[key]), 0) for key in window})
+        speed = round(len(window["loss"]) * tc.batch_size / (time.time() - started), 1)  # per run
+        with jax.default_device(jax.devices("cpu")[0]):  # not behind the train steps in the queue
+            unit = float(unit_lr((step - 1) // config.optim.accumulate))
         for i in live():
-            m = members[i]
-            if not math.isfinite(losses[i]):
+            m, loss = members[i], means["loss"][i]
+            if not math.isfinite(loss):
                 m.diverged = (
-                    f"loss is {losses[i]} at step {step}; stopped, the last good checkpoint is "
+                    f"loss is {loss} at step {step}; stopped, the last good checkpoint is "
                     f"{m.checkpoints / 'last'} (try a lower --config.optim.lr)"
                 )
                 log.error("%s: %s", m.folder, m.diverged)
                 continue
-            record = log_record(step, step / steps_per_epoch, "train", losses[i], {}, speed, m)
-            runs.append_metrics(m.folder, record)
+            extra = dict(lr=float(peak_lrs[i] * unit), grad_norm=float(means["grad_norm"][i]))
+            epoch = step / steps_per_epoch
+            logged(i, log_record(step, epoch, "train", loss, {}, speed, m, **extra))
 
     def take_step(state, batch: dict):
-        """One step of every member; losses [K] (on device)."""
+        """One step of every member; its metrics (loss and grad_norm [K], on device)."""
         lengths = {}
         for s in seeds:
             lengths.setdefault(batch[s]["input_ids"].shape[1], []).append(s)
@@ -380,24 +424,24 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
                 for key in MODEL_INPUTS
             }
             if cap == k:
-                state, metrics = train_step(state, sharding.put_batch(stacked, mesh, axis=1), rngs)
-                return state, metrics["loss"]
-        losses = jnp.zeros(k, jnp.float32)
+                return train_step(state, sharding.put_batch(stacked, mesh, axis=1), rngs)
+        metrics = {key: jnp.zeros(k, jnp.float32) for key in ("loss", "grad_norm")}
         groups = [np.concatenate([of_seed[s] for s in g]) for g in lengths.values()]
         for take, put in plan_calls(groups, k, cap):
             stacked = {
                 key: np.stack([batch[members[i].config.train.seed][key] for i in take])
                 for key in MODEL_INPUTS
             }
-            state, metrics = subset_step(
+            state, part = subset_step(
                 state, take, put, sharding.put_batch(stacked, mesh, axis=1), rngs
             )
-            losses = losses.at[put].set(metrics["loss"], mode="drop")
-        return state, losses
+            for key in metrics:
+                metrics[key] = metrics[key].at[put].set(part[key], mode="drop")
+        return state, metrics
 
     def interrupted(step: int) -> dict:
         if saved_step != step:
-            save_last(step)
+            save_last(step, live())
         log.warning(
             "%s at step %d: saved checkpoints/last; re-run the same command to resume",
             stop.signal or "a signal to another process",
@@ -405,13 +449,25 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
         )
         return stop.result(step)
 
-    step = saved_step = int(state.step[0])
+    def still_training(state: TrainState) -> TrainState:
+        """The state with `active` following the members' records (early stops, divergence);
+        compared on the host, since reading state.active would wait for the step."""
+        nonlocal active
+        now = np.array([m.training for m in members])
+        if (now == active).all():
+            return state
+        active = now
+        return state.replace(active=sharding.put_replicated(jnp.asarray(now), mesh))
+
+    step = saved_step = start_step
     stopping = False
-    with StopFlag() as stop:
+    active = np.array([m.stopped is None for m in members])  # as _initial_state made it
+    with StopFlag() as stop, events.writers(members, start_step) as writers:
         if _is_eval_point(step, steps_per_epoch, total_steps, tc.eval_every) and any(
-            m.last_eval_step != step for m in members
+            members[i].last_eval_step != step for i in live()
         ):
             evaluate(step)  # the run stopped before evaluating this step
+            state = still_training(state)
         while step < total_steps and live() and not stopping:
             epoch, skip = divmod(step, steps_per_epoch)
             batches = {
@@ -434,26 +490,28 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
                 smoothing=0.05,
                 disable=None,
             )
-            epoch_start, window, window_start, previous = time.time(), [], time.time(), None
+            epoch_start, window, window_start, previous = time.time(), {}, time.time(), None
             for _ in range(steps_per_epoch - skip):
-                state, losses = take_step(state, {s: next(batches[s]) for s in seeds})
+                state, metrics = take_step(state, {s: next(batches[s]) for s in seeds})
                 step += 1
                 if previous is not None:  # the step before: done by now, so no stall
                     shown = np.asarray(previous)[live()].mean()
                     bar.set_postfix(loss=f"{shown:.4f}", refresh=False)
-                previous = losses
-                window.append(losses)
+                previous = metrics["loss"]
+                for key, value in metrics.items():
+                    window.setdefault(key, []).append(value)
                 bar.update(1)
                 stop.at("train", step)
                 if step % log_every == 0 or step % steps_per_epoch == 0 or step == total_steps:
                     log_window(step, window, window_start)
-                    window, window_start = [], time.time()
+                    window, window_start = {}, time.time()
                 if step % steps_per_epoch == 0 or step == total_steps:
-                    for m in members:
-                        m.epoch_seconds.append(round(time.time() - epoch_start, 2))
+                    for i in live():
+                        members[i].epoch_seconds.append(round(time.time() - epoch_start, 2))
                 if _is_eval_point(step, steps_per_epoch, total_steps, tc.eval_every) and live():
                     evaluate(step)
                     saved_step = step
+                state = still_training(state)
                 # Processes agree at log steps (no host sync in between): a signal to one
                 # stops all at the same step.
                 stopping = distributed.agreed_stop(stop.signal is not None, step, log_every)
@@ -462,11 +520,13 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
             bar.close()
         frozen = peft.partition(setup.params, setup.mask)[1]
         results = []
-        for m, s in zip(members, setups, strict=True):
+        for i, (m, s) in enumerate(zip(members, setups, strict=True)):
             if m.diverged is not None:
                 results.append(dict(diverged_at=step, error=m.diverged))
             elif not stopping:
-                summary = _finish(m, s, frozen, eval_step, mesh, steps_per_epoch, peak_memory_mb)
+                summary = _finish(
+                    m, s, frozen, eval_step, mesh, steps_per_epoch, peak_memory_mb, writers[i]
+                )
                 stopping = distributed.agreed_stop(stop.signal is not None, 0, 1)
                 results.append(None if stopping else summary)  # a signal mid-test: redo
             else:
@@ -489,7 +549,14 @@ def _is_eval_point(step: int, steps_per_epoch: int, total_steps: int, eval_every
 
 
 def _finish(
-    run: runs.Run, setup: Setup, frozen, eval_step, mesh, steps_per_epoch, peak_memory_mb
+    run: runs.Run,
+    setup: Setup,
+    frozen,
+    eval_step,
+    mesh,
+    steps_per_epoch,
+    peak_memory_mb,
+    writer: events.Events,
 ) -> dict:
     """Test metrics of the best checkpoint, summary.json and curves.png of one run."""
     config = run.config
@@ -517,6 +584,7 @@ def _finish(
             step, step / max(steps_per_epoch, 1), "test", loss, test_metrics, None, run
         )
         runs.append_metrics(run.folder, record)
+        writer.record(record)
     records = runs.read_metrics(run.folder)
     speeds = [r["examples_per_s"] for r in records if r["split"] == "train" and r["examples_per_s"]]
     summary = dict(
@@ -537,6 +605,7 @@ def _finish(
         else None,
         examples_per_s=round(float(np.median(speeds)), 1) if speeds else None,
         peak_memory_mb=peak_memory_mb,
+        stopped_early=run.stopped,
     )
     runs.write_json(run.folder / runs.SUMMARY_FILE, summary)
     plot_curves(records, run.folder / runs.CURVES_FILE, title=config.name)

@@ -5,7 +5,7 @@ has a trailing comment: `python train.py --help` prints them as the field's mean
 """
 
 import ml_collections
-from ml_collections.config_dict import placeholder
+from ml_collections.config_dict import FieldReference, placeholder
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -65,8 +65,16 @@ def get_config() -> ml_collections.ConfigDict:
     t.epochs = 3  # passes over the training data
     t.max_steps = placeholder(int)  # stop after this many micro-steps (None: all epochs)
     t.eval_every = placeholder(int)  # also evaluate every N steps (None: once per epoch)
-    t.log_every = 50  # steps between train-loss records in metrics.jsonl
+    t.log_every = placeholder(int)  # steps between train-loss records; None: ~20 per epoch, ≤ 50
     t.seed = 0  # data order, subsets, new weights and dropout
     t.select_metric = "accuracy"  # validation metric that picks the best checkpoint
     t.eval_batch_size = 128  # examples per evaluation step, divisible by the device count
+    t.early_stopping_patience = placeholder(int)  # stop after N evals not improving (None: off)
+    t.early_stopping_min_delta = 0.0  # improving means beating the best by more than this
+    t.remat = FieldReference(  # activation checkpointing per layer: False | True | policy name
+        False, field_type=object
+    )
+
+    config.log = log = ml_collections.ConfigDict()
+    log.tensorboard = True  # TensorBoard event files in the run folder (tensorboard --logdir)
     return config
