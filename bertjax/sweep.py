@@ -10,7 +10,7 @@ from pathlib import Path
 
 import ml_collections
 
-from bertjax import runs, sweep_report, training
+from bertjax import groups, runs, sweep_report, training
 from bertjax.sweep_report import format_value, short_names
 
 log = logging.getLogger("bertjax")
@@ -147,15 +147,15 @@ def run_sweep(
     cells = make_cells(config, grid, seeds, folder)
     if vectorize:
         for cell in cells:
-            training.check_vectorizable(cell.config)
+            groups.check_vectorizable(cell.config)
     todo = [c for c in cells if not finished(c)]
     log.info("sweep %s: %d runs, %d to do", folder, len(cells), len(todo))
-    groups = {}
+    batches = {}
     for cell in todo:  # one group per cell, or per group_key with --vectorize
-        key = training.group_key(cell.config) if vectorize else cell.name
-        groups.setdefault(key, []).append(cell)
+        key = groups.group_key(cell.config) if vectorize else cell.name
+        batches.setdefault(key, []).append(cell)
     failed, interrupted = {}, None
-    for members in groups.values():
+    for members in batches.values():
         results = training.train_runs([c.config for c in members], max_members=max_members)
         for cell, result in zip(members, results, strict=True):
             if "diverged_at" in result:

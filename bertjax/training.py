@@ -9,12 +9,9 @@ masks, so each length takes its own call and every run computes what it computes
 to float rounding of the batched matmuls.
 """
 
-import hashlib
 import json
 import logging
 import math
-import os
-import signal
 import time
 
 import jax
@@ -23,8 +20,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import peft
-from bertjax import batching, checks, data, distributed, events, runs, sharding
-from bertjax.build import Setup, build
+from bertjax import (
+    batching,
+    checks,
+    data,
+    distributed,
+    events,
+    groups,
+    runs,
+    sharding,
+    stopping,
+)
+from bertjax.build import Setup
 from bertjax.evaluate import MODEL_INPUTS, metrics_of, predict
 from bertjax.optim import learning_rate_schedule, make_optimizer
 from bertjax.plots import plot_curves
@@ -40,67 +47,6 @@ from bertjax.steps import (
 )
 
 log = logging.getLogger("bertjax")
-MEMBER_FIELDS = ("optim.lr", "train.seed")  # what may differ between runs trained together
-NAMING_FIELDS = ("name", "workdir")
-SELF_SIGNAL = "BERTJAX_SELF_SIGNAL"  # tests: "SIGINT@train:5" sends SIGINT after step 5
-
-
-def group_key(config) -> str:
-    """Configs with equal keys can train together: they differ only in MEMBER_FIELDS and
-    naming."""
-    resolved = runs.without(runs.config_dict(config), NAMING_FIELDS + MEMBER_FIELDS)
-    return json.dumps(resolved, sort_keys=True)
-
-
-def check_group(configs: list) -> None:
-    if len({group_key(c) for c in configs}) != 1:
-        raise ValueError("runs trained together may differ only in optim.lr and train.seed")
-    if len(configs) > 1:
-        check_vectorizable(configs[0])
-
-
-def check_vectorizable(config) -> None:
-    if config.peft.method == "full":
-        raise ValueError(
-            "--vectorize needs a PEFT method (head, bitfit, lora, adapter): full fine-tuning "
-            "would hold a copy of the whole model per run; drop --vectorize"
-        )
-
-
-class StopFlag:
-    """SIGINT/SIGTERM become a flag the loop checks after each step, evaluation and save
-    (a second one stops at once). `at(phase, step)` sends the signal that $BERTJAX_SELF_SIGNAL
-    names ("SIGINT@eval:8") at that point: a real signal at a known step, for tests."""
-
-    def __init__(self):
-        self.signal = None
-        name, _, where = os.environ.get(SELF_SIGNAL, "").partition("@")
-        self._self_signal = (name, where) if name else None
-
-    def __enter__(self):
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal:
-            raise KeyboardInterrupt
-        self.signal = signal.Signals(signum).name
-        log.warning("%s: stopping after the current step (again to stop at once)", self.signal)
-
-    def __exit__(self, *exc):
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-
-    def at(self, phase: str, step: int) -> None:
-        if self._self_signal and self._self_signal[1] == f"{phase}:{step}":
-            os.kill(os.getpid(), signal.Signals[self._self_signal[0]])
-
-    def result(self, step: int) -> dict:
-        """What a stopped run returns. exit_status: 128 + the signal number, as a shell
-        reports a process the signal ended (SIGINT for a stop agreed with another process
-        that got the signal)."""
-        name = self.signal or "SIGINT"
-        return dict(interrupted_at=step, signal=name, exit_status=128 + signal.Signals[name])
 
 
 def log_record(step, epoch, split, loss, metrics, examples_per_s, run: runs.Run, **extra):
@@ -116,25 +62,6 @@ def log_record(step, epoch, split, loss, metrics, examples_per_s, run: runs.Run,
         elapsed=round(run.seconds(), 2),
         **extra,
     )
-
-
-def early_stopping(run: runs.Run, value: float, best_before: float, step: int, tc) -> None:
-    """Counts the evaluations whose select_metric `value` did not beat the best before them
-    by more than early_stopping_min_delta; at early_stopping_patience of them in a row,
-    run.stopped says where and why. Off when the patience is None or 0."""
-    patience, delta = tc.early_stopping_patience, tc.early_stopping_min_delta
-    if not patience:
-        return
-    if value > best_before + delta:
-        run.stale_evals = 0
-        return
-    run.stale_evals += 1
-    if run.stale_evals >= patience:
-        run.stopped = dict(
-            step=step,
-            reason=f"{tc.select_metric} did not improve by more than {delta} for {patience} "
-            f"evaluations (best {run.best['value']:.4f} at step {run.best['step']})",
-        )
 
 
 def train(config, overwrite: bool = False) -> dict:
@@ -153,7 +80,7 @@ def train_runs(configs: list, overwrite: bool = False, max_members: int | None =
     """
     for config in configs:
         checks.check_config(config)
-    check_group(configs)
+    groups.check_group(configs)
     members = [runs.check_folder(c, overwrite) for c in configs]
     with runs.held([m.folder for m in members]):
         results = {}
@@ -169,22 +96,8 @@ def train_runs(configs: list, overwrite: bool = False, max_members: int | None =
     return [results[i] for i in range(len(members))]
 
 
-def _setups(members: list[runs.Run]) -> list[Setup]:
-    """Each run's Setup (built once per seed), all on one copy of the frozen base."""
-    by_seed, first = {}, {}
-    for m in members:
-        seed = m.config.train.seed
-        if seed not in by_seed:
-            setup = by_seed[seed] = build(m.config)
-            base = first.setdefault(setup.base_hash, setup)
-            if base is not setup:
-                _, frozen = peft.partition(base.params, base.mask)
-                setup.params = peft.combine(frozen, peft.split(setup.params, setup.mask))
-    return [by_seed[m.config.train.seed] for m in members]
-
-
 def _train_new(members: list[runs.Run], overwrite: bool, max_members: int | None) -> list:
-    setups = _setups(members)
+    setups = groups.shared_setups(members)
     for m, setup in zip(members, setups, strict=True):
         base = dict(model=m.config.model, sha256=setup.base_hash)
         runs.start(m, setup.label_names, base, overwrite)
@@ -202,44 +115,6 @@ def _train_new(members: list[runs.Run], overwrite: bool, max_members: int | None
         for i, result in zip(idx, group, strict=True):
             results[i] = result
     return results
-
-
-def _fingerprint(dataset) -> str:
-    """sha256 of a tokenized split's token ids and labels (equal splits share evaluation)."""
-    table = dataset.with_format("arrow")[:]
-    digest = hashlib.sha256()
-    for name in sorted(table.column_names):
-        column = table.column(name).combine_chunks()
-        if hasattr(column, "value_lengths"):
-            digest.update(column.value_lengths().to_numpy(zero_copy_only=False).tobytes())
-            column = column.flatten()
-        digest.update(name.encode() + column.to_numpy(zero_copy_only=False).tobytes())
-    return digest.hexdigest()
-
-
-def _slots(n: int, cap: int) -> int:
-    """Runs in one call, rounded up to a power of two (≤ cap): few compiled shapes."""
-    return min(1 << (n - 1).bit_length(), cap)
-
-
-def _parts(idx: np.ndarray, cap: int) -> list[np.ndarray]:
-    return np.array_split(idx, -(-len(idx) // cap))
-
-
-def plan_calls(groups: list[np.ndarray], k: int, cap: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(take, put) member indices of each call of one step.
-
-    groups: members whose batches share a length; each is split into calls of ≤ cap members,
-    padded to `_slots` by repeating a member in `take` whose result `put` drops (index k).
-    """
-    calls = []
-    for idx in groups:
-        for part in _parts(idx, cap):
-            pad = _slots(len(part), cap) - len(part)
-            take = np.concatenate([part, np.full(pad, part[0])]).astype(np.int32)
-            put = np.concatenate([part, np.full(pad, k)]).astype(np.int32)
-            calls.append((take, put))
-    return calls
 
 
 def _initial_state(members, setups, optimizers) -> tuple[TrainState, int]:
@@ -334,7 +209,7 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
     eval_groups = {}  # members sharing one validation set are evaluated together
     for i, s in enumerate(setups):
         valid = s.splits["validation"]
-        eval_groups.setdefault(_fingerprint(valid), (valid, []))[1].append(i)
+        eval_groups.setdefault(groups.fingerprint(valid), (valid, []))[1].append(i)
 
     def live() -> list[int]:
         return [i for i, m in enumerate(members) if m.training]
@@ -359,7 +234,7 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
         stop.at("eval", step)
         evaluated = live()
         for valid, idx in eval_groups.values():
-            for part in _parts(np.asarray([i for i in idx if i in evaluated]), cap):
+            for part in groups.split(np.asarray([i for i in idx if i in evaluated]), cap):
                 if not len(part):
                     continue
                 trainables = member(state.trainable, part)
@@ -387,7 +262,7 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
                     if value > best_before:
                         m.best = dict(value=value, step=step, metrics=metrics)
                         runs.save_best(m, step, metrics, member(trainables, j))
-                    early_stopping(m, value, best_before, step, tc)
+                    stopping.early_stopping(m, value, best_before, step, tc)
                     if m.stopped is not None:
                         log.warning("%s: stopped early at step %d: %s", m.folder, step, m.stopped)
                     m.last_eval_step = step
@@ -427,7 +302,7 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
                 return train_step(state, sharding.put_batch(stacked, mesh, axis=1), rngs)
         metrics = {key: jnp.zeros(k, jnp.float32) for key in ("loss", "grad_norm")}
         groups = [np.concatenate([of_seed[s] for s in g]) for g in lengths.values()]
-        for take, put in plan_calls(groups, k, cap):
+        for take, put in groups.plan_calls(groups, k, cap):
             stacked = {
                 key: np.stack([batch[members[i].config.train.seed][key] for i in take])
                 for key in MODEL_INPUTS
@@ -460,15 +335,15 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
         return state.replace(active=sharding.put_replicated(jnp.asarray(now), mesh))
 
     step = saved_step = start_step
-    stopping = False
+    halt = False  # stop now: agreed by every process
     active = np.array([m.stopped is None for m in members])  # as _initial_state made it
-    with StopFlag() as stop, events.writers(members, start_step) as writers:
+    with stopping.StopFlag() as stop, events.writers(members, start_step) as writers:
         if _is_eval_point(step, steps_per_epoch, total_steps, tc.eval_every) and any(
             members[i].last_eval_step != step for i in live()
         ):
             evaluate(step)  # the run stopped before evaluating this step
             state = still_training(state)
-        while step < total_steps and live() and not stopping:
+        while step < total_steps and live() and not halt:
             epoch, skip = divmod(step, steps_per_epoch)
             batches = {
                 s: batching.train_batches(
@@ -514,8 +389,8 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
                 state = still_training(state)
                 # Processes agree at log steps (no host sync in between): a signal to one
                 # stops all at the same step.
-                stopping = distributed.agreed_stop(stop.signal is not None, step, log_every)
-                if stopping or step >= total_steps or not live():
+                halt = distributed.agreed_stop(stop.signal is not None, step, log_every)
+                if halt or step >= total_steps or not live():
                     break
             bar.close()
         frozen = peft.partition(setup.params, setup.mask)[1]
@@ -523,12 +398,12 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
         for i, (m, s) in enumerate(zip(members, setups, strict=True)):
             if m.diverged is not None:
                 results.append(dict(diverged_at=step, error=m.diverged))
-            elif not stopping:
+            elif not halt:
                 summary = _finish(
                     m, s, frozen, eval_step, mesh, steps_per_epoch, peak_memory_mb, writers[i]
                 )
-                stopping = distributed.agreed_stop(stop.signal is not None, 0, 1)
-                results.append(None if stopping else summary)  # a signal mid-test: redo
+                halt = distributed.agreed_stop(stop.signal is not None, 0, 1)
+                results.append(None if halt else summary)  # a signal mid-test: redo
             else:
                 results.append(None)
         if None in results:

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from bertjax import checkpoint, distributed, runs, training
+from bertjax import checkpoint, distributed, runs, stopping
 
 REPO = Path(__file__).resolve().parents[1]
 INTERRUPT_AT = 48  # of 64 steps: mid-epoch 2, a log step (where the processes agree to stop)
@@ -184,7 +184,7 @@ def test_two_processes_resume_after_an_interrupt(
     command = _command(tiny_bert_vocab_dir, data_dir, run)
     # Each process sends itself a real SIGINT after that step: exit status 130 on both.
     outputs = _processes(
-        command, status=130, **{training.SELF_SIGNAL: f"SIGINT@train:{INTERRUPT_AT}"}
+        command, status=130, **{stopping.SELF_SIGNAL: f"SIGINT@train:{INTERRUPT_AT}"}
     )
     for _, stderr in outputs:
         assert f"SIGINT at step {INTERRUPT_AT}: saved checkpoints/last" in stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bertjax import runs, training
+from bertjax import runs, stopping, training
 from tests.conftest import run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,9 +22,9 @@ def _cli(run: Path, model: Path, data: Path, *flags: str, signal_at: str | None 
     """train.py on configs/tiny.py; `signal_at` ("SIGINT@train:3") makes the run send itself
     that signal at that point: a real signal at a known step, not a timed one."""
     env = dict(os.environ)
-    env.pop(training.SELF_SIGNAL, None)
+    env.pop(stopping.SELF_SIGNAL, None)
     if signal_at:
-        env[training.SELF_SIGNAL] = signal_at
+        env[stopping.SELF_SIGNAL] = signal_at
     command = [
         sys.executable,
         "train.py",
@@ -85,13 +85,13 @@ def test_signal_during_evaluation_or_checkpointing_counts(
     the run there with status 143; resuming neither repeats nor skips that evaluation."""
     config = _config(tmp_path, tiny_bert_vocab_dir, shared_data, **{"train.epochs": 2})
     run = Path(config.workdir)
-    monkeypatch.setenv(training.SELF_SIGNAL, f"SIGTERM@eval:{STEPS}")
+    monkeypatch.setenv(stopping.SELF_SIGNAL, f"SIGTERM@eval:{STEPS}")
     assert training.train(config) == dict(interrupted_at=STEPS, signal="SIGTERM", exit_status=143)
     assert _validation_steps(run) == [STEPS] and _meta(run)["last_eval_step"] == STEPS
-    monkeypatch.setenv(training.SELF_SIGNAL, f"SIGINT@save:{2 * STEPS}")
+    monkeypatch.setenv(stopping.SELF_SIGNAL, f"SIGINT@save:{2 * STEPS}")
     assert training.train(config)["interrupted_at"] == 2 * STEPS
     assert _validation_steps(run) == [STEPS, 2 * STEPS] and _meta(run)["step"] == 2 * STEPS
-    monkeypatch.delenv(training.SELF_SIGNAL)
+    monkeypatch.delenv(stopping.SELF_SIGNAL)
     summary = training.train(config)
     assert summary["best_step"] in (STEPS, 2 * STEPS)
     assert _validation_steps(run) == [STEPS, 2 * STEPS]
@@ -123,9 +123,9 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(
 ):
     config = _config(tmp_path, tiny_bert_vocab_dir, shared_data)
     run = Path(config.workdir)
-    monkeypatch.setenv(training.SELF_SIGNAL, "SIGINT@train:4")
+    monkeypatch.setenv(stopping.SELF_SIGNAL, "SIGINT@train:4")
     training.train(config)
-    monkeypatch.delenv(training.SELF_SIGNAL)
+    monkeypatch.delenv(stopping.SELF_SIGNAL)
     with open(run / runs.METRICS_FILE, "a") as f:
         f.write('{"step": 5, "epoch": 0.625, "split": "tra')  # killed mid-append
     with caplog.at_level(logging.WARNING, logger="bertjax"):
@@ -146,9 +146,9 @@ def test_a_torn_line_inside_metrics_is_an_error_naming_it(tmp_path):
 def stopped_run(tmp_path, tiny_bert_vocab_dir, shared_data, monkeypatch):
     """A run stopped after step 4 (checkpoints/last at step 4), and its config."""
     config = _config(tmp_path, tiny_bert_vocab_dir, shared_data)
-    monkeypatch.setenv(training.SELF_SIGNAL, "SIGINT@train:4")
+    monkeypatch.setenv(stopping.SELF_SIGNAL, "SIGINT@train:4")
     training.train(config)
-    monkeypatch.delenv(training.SELF_SIGNAL)
+    monkeypatch.delenv(stopping.SELF_SIGNAL)
     return config, Path(config.workdir) / "checkpoints"
 
 

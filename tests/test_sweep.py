@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from bertjax import checkpoint, runs, sweep, sweep_report, training
+from bertjax import checkpoint, groups, runs, stopping, sweep, sweep_report, training
 from tests.conftest import run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,10 +136,10 @@ def test_vectorized_group_resumes_mid_run(sweeps, tmp_path, monkeypatch):
     parameters as the uninterrupted vectorized sweep, bit for bit."""
     config, root, _, _ = sweeps
     members = [c.config for c in _cells(config, tmp_path)]
-    monkeypatch.setenv(training.SELF_SIGNAL, "SIGINT@train:5")
+    monkeypatch.setenv(stopping.SELF_SIGNAL, "SIGINT@train:5")
     stopped = dict(interrupted_at=5, signal="SIGINT", exit_status=130)
     assert training.train_runs(members) == [stopped] * 4
-    monkeypatch.delenv(training.SELF_SIGNAL)
+    monkeypatch.delenv(stopping.SELF_SIGNAL)
     sweep.run_sweep(config, GRID, SEEDS, tmp_path, vectorize=True)
     for a, b in zip(_cells(config, tmp_path), _cells(config, root / "vectorized"), strict=True):
         (va, _), (vb, _) = _last_trainable(a.run), _last_trainable(b.run)
@@ -189,7 +189,7 @@ def test_parse_grid_types_and_errors(tmp_path):
 def test_plan_calls_splits_pads_and_drops():
     """Members sharing a batch length, ≤ cap per call, padded to a power of two by repeating
     a member whose result goes to index k (dropped)."""
-    calls = training.plan_calls([np.array([0, 1, 4, 5, 6]), np.array([2, 3])], k=7, cap=4)
+    calls = groups.plan_calls([np.array([0, 1, 4, 5, 6]), np.array([2, 3])], k=7, cap=4)
     assert [(t.tolist(), p.tolist()) for t, p in calls] == [
         ([0, 1, 4, 0], [0, 1, 4, 7]),
         ([5, 6], [5, 6]),

@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 from tensorboard.util.tensor_util import make_ndarray
 
 import peft
-from bertjax import checkpoint, memory, runs, training
+from bertjax import checkpoint, memory, runs, stopping, training
 from bertjax.build import remat_of
 from bertjax.optim import make_optimizer
 from bertjax.steps import init_state, loss_fn, make_train_step, stack_states
@@ -130,9 +130,9 @@ def test_early_stopping_stops_at_the_expected_evaluation_and_resumes_without_tra
     config = run_config(tmp_path / "run", tiny_bert_vocab_dir, shared_data / "sst2", **PLATEAU)
     # Interrupted at step 5, after one evaluation without improvement (step 4): the count
     # must survive the resume, or the run would stop at step 8 instead of 6.
-    monkeypatch.setenv(training.SELF_SIGNAL, "SIGTERM@train:5")
+    monkeypatch.setenv(stopping.SELF_SIGNAL, "SIGTERM@train:5")
     assert training.train(config)["interrupted_at"] == 5
-    monkeypatch.delenv(training.SELF_SIGNAL)
+    monkeypatch.delenv(stopping.SELF_SIGNAL)
     summary = training.train(config)
     accuracy = summary["validation"]["accuracy"]
     assert summary["stopped_early"] == dict(step=6, reason=REASON.format(accuracy))
@@ -162,20 +162,20 @@ def test_a_stopped_group_member_stays_and_the_other_equals_its_separate_run(
     """Two runs in one program: lr 0 plateaus and stops at step 6; lr 1e-3 trains all 16
     steps (it is never stopped here, whatever its accuracy does) and ends where it ends
     trained alone."""
-    original = training.early_stopping
+    original = stopping.early_stopping
 
     def only_the_plateau(run, *args):
         if run.config.optim.lr == 0:
             original(run, *args)
 
-    monkeypatch.setattr(training, "early_stopping", only_the_plateau)
+    monkeypatch.setattr(stopping, "early_stopping", only_the_plateau)
     data = shared_data / "sst2"
-    stopping = run_config(tmp_path / "g0", tiny_bert_vocab_dir, data, **PLATEAU)
+    plateau = run_config(tmp_path / "g0", tiny_bert_vocab_dir, data, **PLATEAU)
     going = run_config(tmp_path / "g1", tiny_bert_vocab_dir, data, **PLATEAU)
     going.optim.lr = 1e-3
     alone = run_config(tmp_path / "alone", tiny_bert_vocab_dir, data, **PLATEAU)
     alone.optim.lr = 1e-3
-    first, second = training.train_runs([stopping, going])
+    first, second = training.train_runs([plateau, going])
     assert first["stopped_early"]["step"] == 6
     assert second["stopped_early"] is None
     training.train(alone)

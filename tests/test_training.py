@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from bertjax import checkpoint, inference, runs, training
+from bertjax import checkpoint, inference, runs, stopping, training
 from tests.conftest import run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,11 +106,11 @@ def test_resume_after_interrupt_gives_identical_parameters(
     whole = run_config(tmp_path / "whole", tiny_bert_vocab_dir, shared_data / "sst2", **overrides)
     training.train(whole)
     parts = run_config(tmp_path / "parts", tiny_bert_vocab_dir, shared_data / "sst2", **overrides)
-    monkeypatch.setenv(training.SELF_SIGNAL, "SIGTERM@train:5")  # a real SIGTERM after step 5
+    monkeypatch.setenv(stopping.SELF_SIGNAL, "SIGTERM@train:5")  # a real SIGTERM after step 5
     stopped = training.train(parts)
     assert stopped == dict(interrupted_at=5, signal="SIGTERM", exit_status=143)
     assert json.loads((tmp_path / "parts/checkpoints/last/meta.json").read_text())["step"] == 5
-    monkeypatch.delenv(training.SELF_SIGNAL)
+    monkeypatch.delenv(stopping.SELF_SIGNAL)
     training.train(parts)  # resumes at step 5, mid-epoch
     a = _last_trainable(tmp_path / "whole")
     b = _last_trainable(tmp_path / "parts")
