@@ -12,7 +12,7 @@ import math
 import time
 from pathlib import Path
 
-from bertjax import runs
+from bertjax import distributed, runs
 
 TRAIN_KEYS = ("loss", "lr", "grad_norm", "examples_per_s")
 
@@ -39,7 +39,7 @@ class Events:
 
     def __init__(self, folder: Path, config, start_step: int):
         self.writer = None
-        if not config.log.tensorboard or not runs._is_primary():
+        if not config.log.tensorboard or not distributed.is_primary():
             return
         from tensorboardX import SummaryWriter
 
