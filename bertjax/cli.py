@@ -21,6 +21,9 @@ def setup_logging() -> None:
     """bertjax's INFO lines only: Orbax's per-checkpoint INFO lines and JAX's backend probing
     (the `libtpu` line) are shown from WARNING up."""
     absl_logging.set_verbosity(absl_logging.WARNING)
+    # "12:04:31 WARNING message" rather than absl's "W1125 12:04:31.123456 1397… file.py:320]"
+    plain = logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    absl_logging.get_absl_handler().setFormatter(plain)
     logging.getLogger("jax").setLevel(logging.WARNING)
     logging.getLogger("bertjax").setLevel(logging.INFO)
     import datasets  # here: report.py uses this module without needing datasets
