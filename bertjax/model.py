@@ -9,16 +9,8 @@ import jax.numpy as jnp
 
 from bertjax.config import ModelConfig
 from bertjax.dropout import dropout
-from peft.adapter import Adapter, AdapterConfig
+from peft.adapter import ACTIVATIONS, Adapter, AdapterConfig
 from peft.inject import Peft, PeftMethod
-
-ACTIVATIONS = {
-    "gelu": lambda x: nn.gelu(x, approximate=False),  # BERT's exact erf GELU
-    "gelu_new": lambda x: nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: nn.gelu(x, approximate=True),
-    "relu": nn.relu,
-    "tanh": nn.tanh,
-}
 
 # Adapters live inside the blocks; LoRA, DoRA and IA3 are injected from outside (peft.Peft).
 PeftConfig = PeftMethod | AdapterConfig | None

@@ -20,7 +20,9 @@ from bertjax import runs as run_files
 
 IGNORED_KEYS = ("train.seed", "name", "workdir")  # what may differ within a group
 IDENTITY_KEYS = ("model", "peft.method", "data.name", "data.subset", "data.path")
-METHOD_ORDER = ("full", "head", "bitfit", "lora", "adapter")
+METHOD_ORDER = ("full", "head", "bitfit", "lora", "dora", "ia3", "adapter")
+# peft.<section>.* settings each method reads (dora reads peft.lora)
+SECTIONS = {"dora": "lora"}
 METRIC_ORDER = ("accuracy", "macro_f1", "micro_f1", "f1", "mcc", "pearson", "spearman", "mse")
 FIELDS = ("seconds_per_epoch", "examples_per_s", "peak_memory_mb")  # summary speed and memory
 DASH = "–"
@@ -167,7 +169,7 @@ def group_runs(loaded: list[dict]) -> list[dict]:
 def _applies(key: str, method: str) -> bool:
     """Whether a config key matters to a method: peft.lora.* only to LoRA runs, etc."""
     parts = key.split(".")
-    return not (parts[0] == "peft" and len(parts) > 2 and parts[1] != method)
+    return not (parts[0] == "peft" and len(parts) > 2 and parts[1] != SECTIONS.get(method, method))
 
 
 def _metric_names(groups: list[dict], split: str) -> list[str]:

@@ -5,10 +5,14 @@ import dataclasses
 import flax.linen as nn
 import jax
 
+# Activations by their Hugging Face names (bertjax's encoders use this table too).
 ACTIVATIONS = {
-    "gelu": lambda x: nn.gelu(x, approximate=False),
+    "gelu": lambda x: nn.gelu(x, approximate=False),  # BERT's exact erf GELU
+    "gelu_new": lambda x: nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: nn.gelu(x, approximate=True),
     "relu": nn.relu,
     "swish": nn.swish,
+    "silu": nn.swish,
     "tanh": nn.tanh,
 }
 

@@ -284,7 +284,7 @@ def test_dropout_in_training_mode_changes_logits(hf_model):
         (dict(pos_att_type=["c2p", "p2p"]), "pos_att_type=['p2p']"),
         (dict(conv_kernel_size=4), "conv_kernel_size=4"),
         (dict(norm_rel_ebd="batch_norm"), "norm_rel_ebd='batch_norm'"),
-        (dict(hidden_act="swish"), "hidden_act='swish'"),
+        (dict(hidden_act="mish"), "hidden_act='mish'"),
     ],
 )
 def test_unsupported_options_are_refused(change, message):

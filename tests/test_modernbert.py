@@ -259,7 +259,7 @@ def test_hub_config_json_reads_as_transformers_does():
     [
         (dict(model_type="bert"), "model_type='bert'"),
         (dict(classifier_pooling="max"), "classifier_pooling='max'"),
-        (dict(hidden_activation="silu"), "hidden_activation='silu'"),
+        (dict(hidden_activation="mish"), "hidden_activation='mish'"),
         (dict(rope_scaling={"rope_type": "linear", "factor": 2.0}), "rope_scaling="),
         (dict(layer_types=["full_attention"]), "layer_types="),
     ],
