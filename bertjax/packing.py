@@ -22,11 +22,11 @@ import numpy as np
 
 Batch = dict[str, np.ndarray]
 
-# Relative cost of one (query, key) pair of attention against one token through the dense
-# layers: 4·hidden flops per pair against 2·(4·hidden² + 2·hidden·intermediate) per token,
-# with batched attention matmuls ~8x slower per flop on CPU (bench/RESULTS.md). 1/288 is
-# MiniLM-L6 (hidden 384); bert-base is ~1/580, which favours longer rows a little.
-PAIR_COST = 1 / 288
+# Relative cost of one (query, key) pair of attention against one token through the rest of
+# a train step, measured for MiniLM-L6 LoRA on the 2-core CPU at a fixed 1,280 tokens per
+# batch in rows of 32 … 320 (bench/RESULTS.md, "Row length"): time ∝ tokens · (1 + L / 409).
+# Wider models spend relatively less on attention (favouring longer rows a little).
+PAIR_COST = 1 / 400
 
 
 @dataclasses.dataclass(frozen=True)
