@@ -193,11 +193,15 @@ def padding_stats(
     """
     cols = _columns(dataset)
     lengths = cols["lengths"]
-    if packing:
-        shapes = [b["input_ids"].shape for b in _packed(cols, batch_size, buckets, train)]
+    if packing and train:  # one shape: the layout's
+        layout = packing_.train_layout(lengths, batch_size, buckets[-1])
+        plan = packing_.train_plan(lengths, batch_size, 0, 0)
+        real, used = int(lengths[plan].sum()), len(plan)
+        slots, shapes = used * layout.rows * layout.length, [layout.length]
+    elif packing:
+        batches = packing_.eval_batches(cols, batch_size, 0, buckets[-1])
+        shapes = [b["input_ids"].shape for b in batches]
         real, used = int(lengths.sum()), len(shapes)
-        if train:
-            real = int(lengths[packing_.train_plan(lengths, batch_size, 0, 0)].sum())
         slots = sum(rows * length for rows, length in shapes)
     else:
         if train:
@@ -214,12 +218,6 @@ def padding_stats(
         "computed_per_real": slots / max(real, 1),
         "pad_fraction_unbucketed": 1 - real / max(used * batch_size * buckets[-1], 1),
     }
-
-
-def _packed(cols, batch_size, buckets, train: bool):
-    if train:
-        return packing_.train_batches(cols, batch_size, 0, 0, 0, 0, buckets[-1])
-    return packing_.eval_batches(cols, batch_size, 0, buckets[-1])
 
 
 def abstract_batch(
