@@ -70,8 +70,12 @@ def _unpacked(model, params, dataset, pad_id: int) -> np.ndarray:
     return np.asarray(model.apply({"params": params}, *args).logits)
 
 
-@pytest.mark.parametrize("method", list(PEFT))
-@pytest.mark.parametrize("fixture", FIXTURES)
+# Every PEFT method on BERT and RoBERTa; LoRA on the other families (their own attention and
+# heads; PEFT acts on tokens alike whatever the family).
+CASES = [(f, m) for f in FIXTURES[:2] for m in PEFT] + [(f, "lora") for f in FIXTURES[2:]]
+
+
+@pytest.mark.parametrize(("fixture", "method"), CASES)
 def test_packed_logits_equal_unpacked(request, fixture, method):
     model, params = _model(request, fixture, method)
     pad_id = _pad_id(fixture)
