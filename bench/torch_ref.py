@@ -26,6 +26,7 @@ import torch
 import transformers
 from torch import nn
 from transformers import AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 
 def log(*args):
@@ -186,13 +187,24 @@ def epoch_bench(args) -> dict:
     dev = read_split(args.data, "dev", tokenizer, args.max_length)
     model, trainable = build_model(args.model, args.method, lora_dropout=args.lora_dropout)
     collate = DataCollatorWithPadding(tokenizer)
+    generator = torch.Generator().manual_seed(0)
+    # Trainer's group_by_length: megabatches of 50 batches sorted by length (similar lengths
+    # per batch, little padding, batches no longer random mixes of lengths).
+    sampler = (
+        LengthGroupedSampler(
+            args.batch, lengths=[len(e["input_ids"]) for e in train], generator=generator
+        )
+        if args.group_by_length
+        else None
+    )
     loader = torch.utils.data.DataLoader(
         train,
         batch_size=args.batch,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         drop_last=True,  # len // batch steps, as bertjax's train_plan
         collate_fn=collate,
-        generator=torch.Generator().manual_seed(0),
+        generator=generator,
     )
     steps = len(loader)
     params = [p for _, p in trainable]
@@ -258,6 +270,9 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--warmup_ratio", type=float, default=0.1)
     parser.add_argument("--lora_dropout", type=float, default=0.1)
+    parser.add_argument(
+        "--group_by_length", type=int, default=0, help="epoch: 1 = Trainer's group_by_length"
+    )
     parser.add_argument("--threads", type=int, default=0, help="0: os.cpu_count()")
     parser.add_argument("--peak", type=int, default=0, help="1: also measure the matmul peak")
     args = parser.parse_args()

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bertjax import packing as packing_
+
 Batch = dict[str, np.ndarray]
 Plan = list[tuple[int, np.ndarray]]  # (padded length, example indices) per batch
 
@@ -104,6 +106,8 @@ def pad_batch(
 
     attention_mask = np.zeros((batch_size, length), np.int32)
     attention_mask[:rows] = mask
+    # The packed-row inputs of one example per row (bertjax/packing.py): the same logits.
+    position_ids = np.where(attention_mask > 0, np.arange(length), 0).astype(np.int32)
     types = cols.get("token_type_ids")
     label = cols["label"]
     labels = np.zeros(batch_size, np.float32 if label.dtype.kind == "f" else np.int32)
@@ -112,6 +116,9 @@ def pad_batch(
         "input_ids": padded(cols["input_ids"], pad_id),
         "attention_mask": attention_mask,
         "token_type_ids": padded(types, 0) if types is not None else np.zeros_like(attention_mask),
+        "segment_ids": attention_mask,
+        "position_ids": position_ids,
+        "cls_index": np.zeros((batch_size, 1), np.int32),
         "labels": labels,
         "weights": (np.arange(batch_size) < rows).astype(np.float32),
         "index": np.concatenate([index, np.full(batch_size - rows, -1)]).astype(np.int32),
@@ -132,8 +139,10 @@ def train_batches(
     *,
     pad_id: int,
     skip: int = 0,
+    packing: bool = False,
 ) -> Iterator[Batch]:
-    """One epoch of shuffled bucketed batches [batch_size, bucket] (see train_plan).
+    """One epoch of shuffled bucketed batches [batch_size, bucket] (see train_plan), or with
+    `packing` stratified packed batches of one shape (bertjax/packing.py).
 
     Deterministic in (seed, epoch). `skip` drops the first batches without padding them
     (resuming mid-epoch). pad_id is the tokenizer's pad_token_id (BERT 0, RoBERTa 1).
@@ -143,53 +152,103 @@ def train_batches(
         raise ValueError(
             f"train set has {len(dataset)} examples, fewer than batch_size {batch_size}"
         )
+    if packing:
+        return packing_.train_batches(cols, batch_size, seed, epoch, pad_id, skip, buckets[-1])
     plan = train_plan(cols["lengths"], batch_size, buckets, seed, epoch)
     return (pad_batch(cols, index, length, batch_size, pad_id) for length, index in plan[skip:])
 
 
 def eval_batches(
-    dataset: datasets.Dataset, batch_size: int, buckets: tuple[int, ...], *, pad_id: int
+    dataset: datasets.Dataset,
+    batch_size: int,
+    buckets: tuple[int, ...],
+    *,
+    pad_id: int,
+    packing: bool = False,
 ) -> Iterator[Batch]:
     """Every example exactly once, length-sorted; the last batch is filled with padding rows.
+    With `packing`, packed batches of one shape (bertjax/packing.py).
 
     Use `weights` (0 for padding rows) to mask them and `index` (-1 for padding) to put
     predictions back in dataset order: `out[batch["index"][w > 0]] = pred[w > 0]`.
     """
     cols = _columns(dataset)
+    if packing:
+        return packing_.eval_batches(cols, batch_size, pad_id, buckets[-1])
     plan = eval_plan(cols["lengths"], batch_size, buckets)
     return (pad_batch(cols, index, length, batch_size, pad_id) for length, index in plan)
 
 
 def padding_stats(
-    dataset: datasets.Dataset, batch_size: int, buckets: tuple[int, ...], train: bool = True
+    dataset: datasets.Dataset,
+    batch_size: int,
+    buckets: tuple[int, ...],
+    train: bool = True,
+    packing: bool = False,
 ) -> dict[str, float]:
-    """For logging: distinct batch shapes and the padded fraction of all tokens of an epoch.
+    """For logging: distinct batch shapes and the padded fraction of all tokens of an epoch
+    (epoch 0 for train); `computed_per_real` is tokens computed per real token.
 
     `pad_fraction_unbucketed` is the same fraction when every batch is padded to buckets[-1].
     """
-    lengths = _columns(dataset)["lengths"]
-    if train:
-        plan = train_plan(lengths, batch_size, buckets, seed=0, epoch=0)
+    cols = _columns(dataset)
+    lengths = cols["lengths"]
+    if packing and train:  # one shape: the layout's
+        layout = packing_.train_layout(lengths, batch_size, buckets[-1])
+        plan = packing_.train_plan(lengths, batch_size, 0, 0)
+        real, used = int(lengths[plan].sum()), len(plan)
+        slots, shapes = used * layout.rows * layout.length, [layout.length]
+    elif packing:
+        batches = packing_.eval_batches(cols, batch_size, 0, buckets[-1])
+        shapes = [b["input_ids"].shape for b in batches]
+        real, used = int(lengths.sum()), len(shapes)
+        slots = sum(rows * length for rows, length in shapes)
     else:
-        plan = eval_plan(lengths, batch_size, buckets)
-    real = sum(int(lengths[index].sum()) for _, index in plan)
-    slots = sum(batch_size * length for length, _ in plan)
+        if train:
+            plan = train_plan(lengths, batch_size, buckets, seed=0, epoch=0)
+        else:
+            plan = eval_plan(lengths, batch_size, buckets)
+        real = sum(int(lengths[index].sum()) for _, index in plan)
+        slots = sum(batch_size * length for length, _ in plan)
+        shapes, used = [length for length, _ in plan], len(plan)
     return {
-        "num_batches": len(plan),
-        "num_shapes": len({length for length, _ in plan}),
+        "num_batches": used,
+        "num_shapes": len(set(shapes)),
         "pad_fraction": 1 - real / max(slots, 1),
-        "pad_fraction_unbucketed": 1 - real / max(len(plan) * batch_size * buckets[-1], 1),
+        "computed_per_real": slots / max(real, 1),
+        "pad_fraction_unbucketed": 1 - real / max(used * batch_size * buckets[-1], 1),
     }
 
 
-def abstract_batch(batch_size: int, length: int, num_labels: int) -> dict:
-    """Shapes and dtypes of a training batch as train_batches makes it (for jax AOT lowering)."""
+def abstract_batch(
+    batch_size: int, length: int, num_labels: int, per_row: int | None = None
+) -> dict:
+    """Shapes and dtypes of a training batch as train_batches makes it (for jax AOT lowering):
+    batch_size rows of `length`; packed rows hold per_row examples (None: unpacked)."""
     ints = jax.ShapeDtypeStruct((batch_size, length), jnp.int32)
     label_dtype = jnp.float32 if num_labels == 1 else jnp.int32
+    examples = (batch_size,) if per_row is None else (batch_size, per_row)
     return dict(
         input_ids=ints,
         attention_mask=ints,
         token_type_ids=ints,
-        labels=jax.ShapeDtypeStruct((batch_size,), label_dtype),
-        weights=jax.ShapeDtypeStruct((batch_size,), jnp.float32),
+        segment_ids=ints,
+        position_ids=ints,
+        cls_index=jax.ShapeDtypeStruct((batch_size, per_row or 1), jnp.int32),
+        labels=jax.ShapeDtypeStruct(examples, label_dtype),
+        weights=jax.ShapeDtypeStruct(examples, jnp.float32),
     )
+
+
+def longest_batch(
+    dataset: datasets.Dataset,
+    batch_size: int,
+    buckets: tuple[int, ...],
+    num_labels: int,
+    packing: bool = False,
+) -> dict:
+    """abstract_batch of the largest training batch: the packed layout, or buckets[-1]."""
+    if not packing:
+        return abstract_batch(batch_size, buckets[-1], num_labels)
+    layout = packing_.train_layout(_columns(dataset)["lengths"], batch_size, buckets[-1])
+    return abstract_batch(layout.rows, layout.length, num_labels, layout.per_row)

@@ -16,7 +16,9 @@ from bertjax.model import (
     _dropout,
     attention_bias,
     check_length,
+    first_tokens,
     multi_head_attention,
+    segment_bias,
 )
 
 # DistilBERT config.json name -> ModelConfig field, with transformers' DistilBertConfig
@@ -87,7 +89,8 @@ class Embeddings(_Block):
     """word + position embeddings → LayerNorm → dropout (no token types)."""
 
     @nn.compact
-    def __call__(self, input_ids: jax.Array) -> jax.Array:
+    def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+        """positions: [batch, seq] (packed rows: index within each example); None: 0, 1, …"""
         cfg = self.config
         check_length(input_ids, cfg.max_position_embeddings)
         init = nn.initializers.normal(cfg.initializer_range)
@@ -99,7 +102,8 @@ class Embeddings(_Block):
             )
 
         words = embed(cfg.vocab_size, "word_embeddings", init)(input_ids)
-        positions = jnp.arange(input_ids.shape[-1])[None, :]
+        if positions is None:
+            positions = jnp.arange(input_ids.shape[-1])[None, :]
         hidden = words + embed(cfg.max_position_embeddings, "position_embeddings", position_init)(
             positions
         )
@@ -168,16 +172,23 @@ class DistilBertModel(nn.Module):
         attention_mask: jax.Array | None = None,
         token_type_ids: jax.Array | None = None,
         deterministic: bool = True,
+        segment_ids: jax.Array | None = None,
+        position_ids: jax.Array | None = None,
     ) -> ModelOutput:
-        """input_ids, attention_mask: [batch, seq] ints."""
+        """input_ids, attention_mask: [batch, seq] ints; packed rows (bertjax/packing.py)
+        give segment_ids and position_ids [rows, seq] instead of attention_mask."""
         del token_type_ids
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
         fields = dict(
             config=self.config, peft=self.peft, dtype=self.dtype, deterministic=deterministic
         )
-        hidden = Embeddings(**fields, name="embeddings")(input_ids)
-        hidden = Transformer(**fields, name="transformer")(hidden, attention_bias(attention_mask))
+        if segment_ids is None:
+            bias = attention_bias(attention_mask)
+        else:
+            bias = segment_bias(segment_ids)
+        hidden = Embeddings(**fields, name="embeddings")(input_ids, position_ids)
+        hidden = Transformer(**fields, name="transformer")(hidden, bias)
         return ModelOutput(last_hidden_state=hidden)
 
 
@@ -197,17 +208,24 @@ class DistilBertClassifier(nn.Module):
         attention_mask: jax.Array | None = None,
         token_type_ids: jax.Array | None = None,
         deterministic: bool = True,
+        segment_ids: jax.Array | None = None,
+        position_ids: jax.Array | None = None,
+        cls_index: jax.Array | None = None,
     ) -> ModelOutput:
-        """input_ids, attention_mask: [batch, seq] ints; token_type_ids ignored."""
+        """input_ids, attention_mask: [batch, seq] ints; token_type_ids ignored; logits
+        [batch, num_labels], or [rows, E, num_labels] for packed rows."""
         cfg = self.config
         encoder = DistilBertModel(cfg, self.peft, self.dtype, name="distilbert")
-        out = encoder(input_ids, attention_mask, token_type_ids, deterministic)
+        out = encoder(
+            input_ids, attention_mask, token_type_ids, deterministic, segment_ids, position_ids
+        )
 
         def dense(features: int, name: str) -> nn.Dense:
             init = nn.initializers.normal(cfg.initializer_range)
             return nn.Dense(features, dtype=self.dtype, kernel_init=init, name=name)
 
-        pooled = nn.relu(dense(cfg.hidden_size, "pre_classifier")(out.last_hidden_state[:, 0]))
+        first = first_tokens(out.last_hidden_state, cls_index)
+        pooled = nn.relu(dense(cfg.hidden_size, "pre_classifier")(first))
         pooled = _dropout(self, pooled, cfg.head_dropout, deterministic)
         logits = dense(self.num_labels, "classifier")(pooled)
         return out.replace(logits=logits.astype(jnp.float32))

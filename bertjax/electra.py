@@ -56,10 +56,15 @@ class ElectraClassifier(nn.Module):
         attention_mask: jax.Array | None = None,
         token_type_ids: jax.Array | None = None,
         deterministic: bool = True,
+        segment_ids: jax.Array | None = None,
+        position_ids: jax.Array | None = None,
+        cls_index: jax.Array | None = None,
     ) -> ModelOutput:
-        """input_ids, attention_mask, token_type_ids: [batch, seq] ints."""
+        """input_ids, attention_mask, token_type_ids: [batch, seq] ints; packed rows as
+        bertjax.model.SequenceClassifier."""
         encoder = EncoderModel(self.config, self.peft, self.dtype, add_pooler=False, name="electra")
-        out = encoder(input_ids, attention_mask, token_type_ids, deterministic)
+        packed = dict(segment_ids=segment_ids, position_ids=position_ids, cls_index=cls_index)
+        out = encoder(input_ids, attention_mask, token_type_ids, deterministic, **packed)
         head = RobertaHead(  # no peft: the head trains in full, as RoBERTa's
             self.config,
             dtype=self.dtype,
@@ -68,7 +73,8 @@ class ElectraClassifier(nn.Module):
             activation="gelu",  # transformers: get_activation("gelu"), whatever hidden_act is
             name="classifier",
         )
-        return out.replace(logits=head(out.last_hidden_state).astype(jnp.float32))
+        logits = head(out.last_hidden_state, cls_index)
+        return out.replace(logits=logits.astype(jnp.float32))
 
 
 def build(

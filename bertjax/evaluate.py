@@ -9,7 +9,16 @@ from bertjax import batching, sharding
 from bertjax.metrics import compute_metrics
 from bertjax.steps import loss_fn
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "weights")
+MODEL_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "segment_ids",
+    "position_ids",
+    "cls_index",
+    "labels",
+    "weights",
+)
 
 
 def model_inputs(batch: dict) -> dict:
@@ -28,14 +37,17 @@ def predict(
     *,
     mesh=None,
     desc: str | None = None,
+    packing: bool = False,
 ) -> np.ndarray:
     """Logits [len(dataset), num_labels] in dataset order (batches split over `mesh`); a
-    progress bar titled `desc` when given (and output is a terminal)."""
+    progress bar titled `desc` when given (and output is a terminal). `packing`: packed
+    batches (bertjax/packing.py), whose examples' logits come flat [rows · E, …]."""
     logits = np.zeros((len(dataset), num_labels), np.float32)
     pending = []  # dispatch every batch before fetching any: no host sync per batch
-    for batch in batching.eval_batches(dataset, batch_size, buckets, pad_id=pad_id):
+    batches = batching.eval_batches(dataset, batch_size, buckets, pad_id=pad_id, packing=packing)
+    for batch in batches:
         inputs = sharding.put_batch(model_inputs(batch), mesh)
-        pending.append((batch["index"], eval_step(trainable, frozen, inputs)))
+        pending.append((batch["index"].reshape(-1), eval_step(trainable, frozen, inputs)))
     bar = tqdm(pending, desc=desc, unit="batch", disable=None if desc else True, leave=False)
     for index, out in bar:
         real = index >= 0
@@ -51,10 +63,29 @@ def metrics_of(logits: np.ndarray, labels: np.ndarray, num_labels: int) -> dict:
 
 
 def evaluate(
-    eval_step, trainable, frozen, dataset, batch_size, buckets, pad_id, num_labels, *, mesh=None
+    eval_step,
+    trainable,
+    frozen,
+    dataset,
+    batch_size,
+    buckets,
+    pad_id,
+    num_labels,
+    *,
+    mesh=None,
+    packing: bool = False,
 ) -> tuple[dict, np.ndarray]:
     """(metrics incl. "loss", logits) for a labelled split."""
     logits = predict(
-        eval_step, trainable, frozen, dataset, batch_size, buckets, pad_id, num_labels, mesh=mesh
+        eval_step,
+        trainable,
+        frozen,
+        dataset,
+        batch_size,
+        buckets,
+        pad_id,
+        num_labels,
+        mesh=mesh,
+        packing=packing,
     )
     return metrics_of(logits, np.asarray(dataset["label"]), num_labels), logits

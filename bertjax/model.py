@@ -87,6 +87,17 @@ def position_ids(input_ids: jax.Array, config: ModelConfig) -> jax.Array:
     return jnp.cumsum(not_pad, axis=-1) * not_pad + config.pad_token_id
 
 
+def packed_positions(
+    position_ids: jax.Array, segment_ids: jax.Array, config: ModelConfig
+) -> jax.Array:
+    """Packed rows' [rows, len] positions within each example (0, 1, …) -> the family's
+    position ids: as is for BERT; RoBERTa's pad+1+index, and pad_token_id on padding."""
+    if config.family != "roberta":
+        return position_ids
+    pad = config.pad_token_id
+    return jnp.where(segment_ids > 0, position_ids + pad + 1, pad)
+
+
 def check_length(input_ids: jax.Array, limit: int) -> None:
     """One-line error for inputs longer than the position embeddings reach."""
     if input_ids.shape[-1] > limit:
@@ -98,8 +109,13 @@ def check_length(input_ids: jax.Array, limit: int) -> None:
 
 class Embeddings(_Block):
     @nn.compact
-    def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
+    def __call__(
+        self, input_ids: jax.Array, token_type_ids: jax.Array, positions: jax.Array | None = None
+    ) -> jax.Array:
+        """positions: [batch, seq] position ids; None: from input_ids (`position_ids`)."""
         cfg = self.config
+        if positions is None:
+            positions = position_ids(input_ids, cfg)
         check_length(input_ids, cfg.max_position_embeddings - cfg.position_offset)
         init = nn.initializers.normal(cfg.initializer_range)
 
@@ -109,9 +125,7 @@ class Embeddings(_Block):
 
         hidden = (
             embed(cfg.vocab_size, "word_embeddings")(input_ids)
-            + embed(cfg.max_position_embeddings, "position_embeddings")(
-                position_ids(input_ids, cfg)
-            )
+            + embed(cfg.max_position_embeddings, "position_embeddings")(positions)
             + embed(cfg.type_vocab_size, "token_type_embeddings")(token_type_ids)
         )
         return self.dropout(self.layer_norm()(hidden), cfg.hidden_dropout_prob)
@@ -120,6 +134,22 @@ class Embeddings(_Block):
 def attention_bias(attention_mask: jax.Array) -> jax.Array:
     """[batch, 1, 1, seq]: 0 where attended, the most negative float where masked."""
     return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
+
+
+def segment_bias(segment_ids: jax.Array) -> jax.Array:
+    """Packed rows: [rows, 1, seq, seq], 0 where query and key belong to one example
+    (segment_ids equal and > 0), the most negative float elsewhere (block-diagonal)."""
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    attended = same & (segment_ids[:, None, :] > 0)
+    return jnp.where(attended[:, None], 0.0, jnp.finfo(jnp.float32).min)
+
+
+def first_tokens(hidden: jax.Array, cls_index: jax.Array | None) -> jax.Array:
+    """hidden [rows, seq, width] -> the examples' first tokens: [rows, width] (token 0) when
+    cls_index is None, else [rows, E, width] at cls_index [rows, E] (packed rows)."""
+    if cls_index is None:
+        return hidden[:, 0]
+    return jnp.take_along_axis(hidden, cls_index[..., None], axis=1)
 
 
 def multi_head_attention(block: _Block, hidden: jax.Array, bias: jax.Array, names) -> jax.Array:
@@ -202,8 +232,9 @@ class Encoder(_Block):
 
 class Pooler(_Block):
     @nn.compact
-    def __call__(self, hidden: jax.Array) -> jax.Array:
-        return jnp.tanh(self.dense(self.config.hidden_size, "dense")(hidden[:, 0]))
+    def __call__(self, hidden: jax.Array, cls_index: jax.Array | None = None) -> jax.Array:
+        first = first_tokens(hidden, cls_index)
+        return jnp.tanh(self.dense(self.config.hidden_size, "dense")(first))
 
 
 class EncoderModel(nn.Module):
@@ -223,8 +254,14 @@ class EncoderModel(nn.Module):
         attention_mask: jax.Array | None = None,
         token_type_ids: jax.Array | None = None,
         deterministic: bool = True,
+        segment_ids: jax.Array | None = None,
+        position_ids: jax.Array | None = None,
+        cls_index: jax.Array | None = None,
     ) -> ModelOutput:
-        """input_ids, attention_mask, token_type_ids: [batch, seq] ints."""
+        """input_ids, attention_mask, token_type_ids: [batch, seq] ints. Packed rows (see
+        bertjax/packing.py) also give segment_ids [rows, seq] (0 padding, 1.. the example),
+        position_ids [rows, seq] (index within the example) and cls_index [rows, E]; then
+        attention stays within each example and pooler_output is [rows, E, hidden]."""
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
         if token_type_ids is None:
@@ -237,7 +274,13 @@ class EncoderModel(nn.Module):
             remat=self.remat,
         )
         cfg = self.config
-        hidden = Embeddings(**fields, name="embeddings")(input_ids, token_type_ids)
+        positions, bias = None, None
+        if segment_ids is not None:
+            positions = packed_positions(position_ids, segment_ids, cfg)
+            bias = segment_bias(segment_ids)
+        else:
+            bias = attention_bias(attention_mask)
+        hidden = Embeddings(**fields, name="embeddings")(input_ids, token_type_ids, positions)
         if cfg.embedding_width != cfg.hidden_size:
             # A plain Dense: LoRA reaches the Dense layers of _Block modules only, and HF
             # peft's ELECTRA targets (query, value) live there.
@@ -248,8 +291,8 @@ class EncoderModel(nn.Module):
                 name="embeddings_project",
             )
             hidden = project(hidden)
-        hidden = Encoder(**fields, name="encoder")(hidden, attention_bias(attention_mask))
-        pooled = Pooler(**fields, name="pooler")(hidden) if self.add_pooler else None
+        hidden = Encoder(**fields, name="encoder")(hidden, bias)
+        pooled = Pooler(**fields, name="pooler")(hidden, cls_index) if self.add_pooler else None
         return ModelOutput(last_hidden_state=hidden, pooler_output=pooled)
 
 
@@ -261,8 +304,8 @@ class RobertaHead(_Block):
     activation: str = "tanh"
 
     @nn.compact
-    def __call__(self, hidden: jax.Array) -> jax.Array:
-        x = self.dropout(hidden[:, 0], self.config.head_dropout)
+    def __call__(self, hidden: jax.Array, cls_index: jax.Array | None = None) -> jax.Array:
+        x = self.dropout(first_tokens(hidden, cls_index), self.config.head_dropout)
         x = ACTIVATIONS[self.activation](self.dense(self.config.hidden_size, "dense")(x))
         x = self.dropout(x, self.config.head_dropout)
         return self.dense(self.num_labels, "out_proj")(x)
@@ -288,14 +331,19 @@ class SequenceClassifier(nn.Module):
         attention_mask: jax.Array | None = None,
         token_type_ids: jax.Array | None = None,
         deterministic: bool = True,
+        segment_ids: jax.Array | None = None,
+        position_ids: jax.Array | None = None,
+        cls_index: jax.Array | None = None,
     ) -> ModelOutput:
-        """input_ids, attention_mask, token_type_ids: [batch, seq] ints."""
+        """input_ids, attention_mask, token_type_ids: [batch, seq] ints; logits [batch,
+        num_labels], or [rows, E, num_labels] for packed rows (see EncoderModel)."""
         cfg = self.config
         is_bert = cfg.family == "bert"
         encoder = EncoderModel(
             cfg, self.peft, self.dtype, add_pooler=is_bert, remat=self.remat, name=cfg.family
         )
-        out = encoder(input_ids, attention_mask, token_type_ids, deterministic)
+        packed = dict(segment_ids=segment_ids, position_ids=position_ids, cls_index=cls_index)
+        out = encoder(input_ids, attention_mask, token_type_ids, deterministic, **packed)
         if is_bert:
             pooled = _dropout(self, out.pooler_output, cfg.head_dropout, deterministic)
             classifier = nn.Dense(
@@ -313,7 +361,7 @@ class SequenceClassifier(nn.Module):
                 num_labels=self.num_labels,
                 name="classifier",
             )
-            logits = head(out.last_hidden_state)
+            logits = head(out.last_hidden_state, cls_index)
         return out.replace(logits=logits.astype(jnp.float32))
 
 

@@ -9,7 +9,7 @@ import optax
 from jax.sharding import Mesh
 
 import peft
-from bertjax import sharding
+from bertjax import packing, sharding
 
 
 @flax.struct.dataclass
@@ -40,8 +40,10 @@ def init_state(params, mask, optimizer: optax.GradientTransformation) -> TrainSt
 def loss_fn(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
     """Weighted mean cross-entropy (num_labels ≥ 2) or squared error (num_labels == 1).
 
-    logits [batch, num_labels]; labels [batch]; weights [batch] (0 for padding rows).
+    logits [examples, num_labels]; labels, weights: [examples], or [rows, E] of packed rows
+    (flattened here; weight 0 for padding rows and empty slots).
     """
+    labels, weights = labels.reshape(-1), weights.reshape(-1)
     if logits.shape[-1] == 1:
         per_example = (logits[:, 0] - labels.astype(jnp.float32)) ** 2
     else:
@@ -49,16 +51,26 @@ def loss_fn(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Arr
     return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
+PACKED_INPUTS = ("segment_ids", "position_ids", "cls_index")
+
+
 def _logits(model, params, batch, deterministic: bool, rng=None) -> jax.Array:
+    """Logits [examples, num_labels]: [batch, …] of plain batches, [rows · E, …] of packed
+    ones (bertjax/packing.py), whose extra inputs go to the models that take them."""
     rngs = None if deterministic else {"dropout": rng}
-    return model.apply(
+    packed = {}
+    if packing.supported(model):
+        packed = {key: batch[key] for key in PACKED_INPUTS if key in batch}
+    logits = model.apply(
         {"params": params},
         batch["input_ids"],
         batch["attention_mask"],
         batch["token_type_ids"],
         deterministic=deterministic,
         rngs=rngs,
+        **packed,
     ).logits
+    return logits.reshape(-1, logits.shape[-1])
 
 
 def _jit(fn, mesh: Mesh | None, inputs: tuple, outputs, **kwargs):

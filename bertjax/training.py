@@ -27,6 +27,7 @@ from bertjax import (
     distributed,
     events,
     groups,
+    packing,
     runs,
     sharding,
     stopping,
@@ -182,8 +183,11 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
         s: np.array([i for i, m in enumerate(members) if m.config.train.seed == s]) for s in seeds
     }
     num_labels = model.num_labels
+    packed = packing.enabled(config.data.get("packing", False), model)
 
-    longest = batching.abstract_batch(tc.batch_size, setup.buckets[-1], num_labels)
+    longest = batching.longest_batch(
+        train_sets[seeds[0]], tc.batch_size, setup.buckets, num_labels, packed
+    )
     widest = stacked({key: longest[key] for key in MODEL_INPUTS}, cap)
     if cap == k:
         memory = compiled_memory(train_step, jax.eval_shape(lambda: state), widest, rngs)
@@ -193,7 +197,9 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
             subset_step, jax.eval_shape(lambda: state), take, take, widest, rngs
         )
     peak_memory_mb = round(memory["total"] / 2**20, 1) if memory else None
-    stats = batching.padding_stats(train_sets[seeds[0]], tc.batch_size, setup.buckets)
+    stats = batching.padding_stats(
+        train_sets[seeds[0]], tc.batch_size, setup.buckets, packing=packed
+    )
     lrs = sorted({m.config.optim.lr for m in members})
     log.info(
         "%s: %d train examples, %d steps; %d batch shapes, %.1f%% padding; train step at the "
@@ -249,6 +255,7 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
                     len(part) * num_labels,
                     mesh=mesh,
                     desc=f"validation @ {step}",
+                    packing=packed,
                 ).reshape(len(valid), len(part), num_labels)
                 labels = np.asarray(valid["label"])
                 for j, i in enumerate(part):
@@ -292,7 +299,7 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
         """One step of every member; its metrics (loss and grad_norm [K], on device)."""
         lengths = {}
         for s in seeds:
-            lengths.setdefault(batch[s]["input_ids"].shape[1], []).append(s)
+            lengths.setdefault(batch[s]["input_ids"].shape, []).append(s)
         if len(lengths) == 1:  # one length: one call of the whole stacked state
             stacked = {
                 key: np.stack([batch[m.config.train.seed][key] for m in members])
@@ -354,6 +361,7 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
                     epoch,
                     pad_id=setup.pad_id,
                     skip=skip,
+                    packing=packed,
                 )
                 for s in seeds
             }
@@ -451,6 +459,7 @@ def _finish(
             setup.model.num_labels,
             mesh=mesh,
             desc="test",
+            packing=packing.enabled(config.data.get("packing", False), setup.model),
         )
         test_metrics = metrics_of(logits, np.asarray(test["label"]), setup.model.num_labels)
         loss = test_metrics.pop("loss")

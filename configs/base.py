@@ -29,6 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     splits.test = "test"  # evaluated once at the end with the best checkpoint; "" for none
     data.validation_fraction = placeholder(float)  # carve validation from train (IMDb)
     data.max_length = 128  # tokens per example (pairs truncated longest-first)
+    data.packing = True  # several examples per row (train and eval): one shape, ~no padding
     data.max_train_examples = placeholder(int)  # seeded random subset of train; None: all
     data.max_eval_examples = placeholder(int)  # seeded subset of validation/test; None: all
 

@@ -1,0 +1,197 @@
+"""Sequence packing: packed rows give the same logits, loss, gradients and metrics as one
+example per row; layouts fit every batch, each example once.
+
+All in deterministic mode: hashed dropout draws each mask element from its index in the
+tensor, so packed and unpacked rows see different (equally distributed) dropout masks.
+"""
+
+import datasets
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import peft
+from bertjax import batching, evaluate, packing, steps
+from bertjax.pretrained import from_pretrained
+
+FIXTURES = ["tiny_bert_dir", "tiny_roberta_dir", "tiny_distilbert_dir", "tiny_electra_dir"]
+PEFT = {
+    "full": None,
+    "lora": peft.LoraConfig(4, 8.0, 0.0, ".*/(query|value|q_lin|v_lin)"),
+    "adapter": peft.AdapterConfig("houlsby", 4, "gelu"),
+}
+
+
+def _dataset(num: int, pad_id: int, seed: int = 0, longest: int = 30) -> datasets.Dataset:
+    """Random token ids (never pad_id), lengths 3..longest, pairs' second halves of type 1."""
+    rng = np.random.default_rng(seed)
+    ids, types = [], []
+    for _ in range(num):
+        length = int(rng.integers(3, longest + 1))
+        tokens = rng.integers(3, 99, length)
+        tokens[tokens == pad_id] = 5
+        ids.append(tokens.tolist())
+        split = int(rng.integers(1, length))
+        types.append([0] * split + [1] * (length - split))
+    labels = rng.integers(0, 2, num).tolist()
+    return datasets.Dataset.from_dict({"input_ids": ids, "token_type_ids": types, "label": labels})
+
+
+def _model(request, fixture: str, method: str):
+    """A tiny model whose every weight is random (so LoRA B and adapters are not zero)."""
+    folder = request.getfixturevalue(fixture)
+    num_labels = 2 if fixture == "tiny_roberta_dir" else 3
+    model, params = from_pretrained(folder, num_labels, peft=PEFT[method], announce_new=False)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    noisy = [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+    return model, jax.tree_util.tree_unflatten(tree, noisy)
+
+
+def _type_free(dataset: datasets.Dataset, fixture: str) -> datasets.Dataset:
+    """RoBERTa's tiny config has one token type: all zeros."""
+    if fixture != "tiny_roberta_dir":
+        return dataset
+    return dataset.map(lambda ex: {"token_type_ids": [0] * len(ex["input_ids"])})
+
+
+def _pad_id(fixture: str) -> int:
+    return 1 if fixture == "tiny_roberta_dir" else 0
+
+
+def _unpacked(model, params, dataset, pad_id: int) -> np.ndarray:
+    """Reference: the plain call (input_ids, attention_mask, token_type_ids) on one example
+    per row, right-padded: [n, num_labels]."""
+    cols = batching._columns(dataset)
+    n = len(dataset)
+    batch = batching.pad_batch(cols, np.arange(n), int(cols["lengths"].max()), n, pad_id)
+    args = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    return np.asarray(model.apply({"params": params}, *args).logits)
+
+
+# Every PEFT method on BERT and RoBERTa; LoRA on the other families (their own attention and
+# heads; PEFT acts on tokens alike whatever the family).
+CASES = [(f, m) for f in FIXTURES[:2] for m in PEFT] + [(f, "lora") for f in FIXTURES[2:]]
+
+
+@pytest.mark.parametrize(("fixture", "method"), CASES)
+def test_packed_logits_equal_unpacked(request, fixture, method):
+    model, params = _model(request, fixture, method)
+    pad_id = _pad_id(fixture)
+    dataset = _type_free(_dataset(24, pad_id), fixture)
+    expected = _unpacked(model, params, dataset, pad_id)
+    cols = batching._columns(dataset)
+    got = np.full_like(expected, np.nan)
+    batches = list(packing.eval_batches(cols, 8, pad_id, 40))
+    assert len({b["input_ids"].shape for b in batches}) == 1
+    assert max(int(b["segment_ids"].max()) for b in batches) > 1  # rows hold several examples
+    for batch in batches:
+        inputs = {k: jnp.asarray(batch[k]) for k in evaluate.MODEL_INPUTS}
+        logits = np.asarray(steps._logits(model, params, inputs, deterministic=True))
+        index = batch["index"].reshape(-1)
+        got[index[index >= 0]] = logits[index >= 0]
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def _loss_and_grads(model, params, mask, batch):
+    trainable, frozen = peft.partition(params, mask)
+
+    def objective(trainable):
+        inputs = {k: jnp.asarray(batch[k]) for k in evaluate.MODEL_INPUTS}
+        logits = steps._logits(model, peft.combine(frozen, trainable), inputs, True)
+        return steps.loss_fn(logits, inputs["labels"], inputs["weights"])
+
+    return jax.value_and_grad(objective)(trainable)
+
+
+@pytest.mark.parametrize("method", list(PEFT))
+@pytest.mark.parametrize("fixture", ["tiny_bert_dir", "tiny_roberta_dir"])
+def test_packed_loss_and_gradients_equal_unpacked(request, fixture, method):
+    model, params = _model(request, fixture, method)
+    mask = peft.trainable_mask(params, "full" if method == "full" else method)
+    pad_id = _pad_id(fixture)
+    dataset = _type_free(_dataset(40, pad_id, seed=3), fixture)
+    cols = batching._columns(dataset)
+    packed = next(packing.train_batches(cols, 16, seed=0, epoch=1, pad_id=pad_id))
+    index = packed["index"][packed["weights"] > 0]
+    assert len(index) == 16 and packed["segment_ids"].max() > 1
+    plain = batching.pad_batch(cols, index, 32, 16, pad_id)
+    loss, grads = _loss_and_grads(model, params, mask, packed)
+    plain_loss, plain_grads = _loss_and_grads(model, params, mask, plain)
+    assert abs(float(loss) - float(plain_loss)) < 1e-6
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(plain_grads), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-4)
+
+
+def test_eval_metrics_identical(request):
+    model, params = _model(request, "tiny_bert_dir", "lora")
+    trainable, frozen = peft.partition(params, peft.trainable_mask(params, "lora"))
+    dataset = _dataset(50, 0, seed=5)
+    step = steps.make_eval_step(model)
+    buckets = batching.bucket_lengths(32)
+    results = [
+        evaluate.evaluate(step, trainable, frozen, dataset, 16, buckets, 0, 3, packing=packing_)
+        for packing_ in (False, True)
+    ]
+    (plain, plain_logits), (packed, packed_logits) = results
+    np.testing.assert_allclose(packed_logits, plain_logits, atol=1e-5, rtol=0)
+    assert abs(plain.pop("loss") - packed.pop("loss")) < 1e-6
+    assert plain == packed
+
+
+def test_train_layout_fits_every_epoch_each_example_once():
+    rng = np.random.default_rng(0)
+    lengths = np.minimum(rng.geometric(1 / 12, 1003) + 2, 64)
+    dataset = datasets.Dataset.from_dict(
+        {"input_ids": [[7] * int(n) for n in lengths], "label": [0] * len(lengths)}
+    )
+    cols = batching._columns(dataset)
+    layout = packing.train_layout(lengths, 32, 64)
+    # the bound: every stratum's example fits the longest any epoch can put there
+    assert (np.asarray(layout.row_of) < layout.rows).all()
+    for epoch in range(3):
+        plan = packing.train_plan(lengths, 32, seed=4, epoch=epoch)
+        assert plan.shape == (1003 // 32, 32) and len(np.unique(plan)) == plan.size
+        # stratified: slot j of every batch holds the j-th length quantile
+        assert (np.diff(lengths[plan].mean(axis=0)) >= 0).all()
+        shapes, seen = set(), []
+        for batch in packing.train_batches(cols, 32, seed=4, epoch=epoch, pad_id=0, max_length=64):
+            shapes.add(batch["input_ids"].shape)
+            seen.append(batch["index"][batch["weights"] > 0])
+            assert (batch["attention_mask"].sum() == lengths[seen[-1]].sum()).all()
+        assert len(shapes) == 1 and sorted(np.concatenate(seen)) == sorted(plan.ravel())
+
+
+def test_packed_rows_by_hand():
+    """Three examples of 3, 2 and 4 tokens in rows of 8: positions restart, types kept."""
+    dataset = datasets.Dataset.from_dict(
+        {
+            "input_ids": [[10, 11, 12], [20, 21], [30, 31, 32, 33]],
+            "token_type_ids": [[0, 0, 1], [0, 1], [0, 0, 1, 1]],
+            "label": [1, 0, 2],
+        }
+    )
+    cols = batching._columns(dataset)
+    layout = packing.Layout(length=8, rows=2, per_row=2)
+    batch = packing.pack(cols, np.array([2, 0, 1]), np.array([0, 0, 1]), layout, pad_id=9)
+    np.testing.assert_array_equal(
+        batch["input_ids"], [[30, 31, 32, 33, 10, 11, 12, 9], [20, 21, 9, 9, 9, 9, 9, 9]]
+    )
+    np.testing.assert_array_equal(batch["segment_ids"][0], [1, 1, 1, 1, 2, 2, 2, 0])
+    np.testing.assert_array_equal(batch["position_ids"][0], [0, 1, 2, 3, 0, 1, 2, 0])
+    np.testing.assert_array_equal(batch["token_type_ids"][0], [0, 0, 1, 1, 0, 0, 1, 0])
+    np.testing.assert_array_equal(batch["cls_index"], [[0, 4], [0, 0]])
+    np.testing.assert_array_equal(batch["labels"], [[2, 1], [0, 0]])
+    np.testing.assert_array_equal(batch["weights"], [[1, 1], [1, 0]])
+    np.testing.assert_array_equal(batch["index"], [[2, 0], [1, -1]])
+
+
+def test_family_without_packing_refused():
+    class Relative:
+        def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
+            pass
+
+    assert packing.enabled(False, Relative()) is False
+    with pytest.raises(ValueError, match="data.packing=False"):
+        packing.enabled(True, Relative())
