@@ -308,8 +308,8 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
             if cap == k:
                 return train_step(state, sharding.put_batch(stacked, mesh, axis=1), rngs)
         metrics = {key: jnp.zeros(k, jnp.float32) for key in ("loss", "grad_norm")}
-        groups = [np.concatenate([of_seed[s] for s in g]) for g in lengths.values()]
-        for take, put in groups.plan_calls(groups, k, cap):
+        same_length = [np.concatenate([of_seed[s] for s in g]) for g in lengths.values()]
+        for take, put in groups.plan_calls(same_length, k, cap):
             stacked = {
                 key: np.stack([batch[members[i].config.train.seed][key] for i in take])
                 for key in MODEL_INPUTS

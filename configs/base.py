@@ -35,8 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.peft = p = ml_collections.ConfigDict()
     p.method = "full"  # full | head | bitfit | lora | dora | ia3 | adapter
-    p.bitfit = ml_collections.ConfigDict()
-    p.bitfit.head = "all"  # BitFit's head: all (trains whole) | bias (its biases only)
+    p.bitfit = bitfit = ml_collections.ConfigDict()
+    bitfit.head = "all"  # BitFit's head: all (trains whole) | bias (its biases only)
     # lora and dora (LoRA + a learned magnitude per output unit) both read peft.lora.
     p.lora = lora = ml_collections.ConfigDict()
     lora.rank = 8  # LoRA rank r of the update A·B

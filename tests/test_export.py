@@ -46,7 +46,8 @@ def test_merged_export_pipeline_gives_predict_probabilities(
     assert out.returncode == 0, out.stderr[-2000:]
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(TEXTS) + "\n")
-    table = inference.predict_file(dora_run, texts, tmp_path / "p.tsv").read_text().splitlines()
+    written, _ = inference.predict_file(dora_run, texts, tmp_path / "p.tsv")
+    table = written.read_text().splitlines()
     header = table[0].split("\t")
     want = np.array([[float(x) for x in row.split("\t")[2:]] for row in table[1:]])
     names = header[2:]
@@ -111,8 +112,7 @@ def test_adapters_are_refused_with_one_line(tiny_bert_dir, tmp_path):
     out = _cli("export.py", "--ckpt", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"))
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'nothing'}: no checkpoint at {tmp_path / 'nothing/checkpoints/best'}"
-        " (not a finished bertjax run?)"
+        f"error: {tmp_path / 'nothing'}: not a run folder (no config.json)"
     ]
 
 

@@ -105,7 +105,7 @@ def test_tensorboard_off_writes_no_events(tmp_path, tiny_bert_vocab_dir, shared_
 # evaluation every 2 steps, the run improves at step 2 (from nothing), not at 4 and 6, and
 # stops at step 6 of 16.
 PLATEAU = {
-    "optim.lr": 0.0,
+    "optim.lr": 1e-12,  # > 0 (a config check) yet too small to change a prediction
     "train.epochs": 2,
     "train.eval_every": 2,
     "train.early_stopping_patience": 2,
@@ -165,7 +165,7 @@ def test_a_stopped_group_member_stays_and_the_other_equals_its_separate_run(
     original = stopping.early_stopping
 
     def only_the_plateau(run, *args):
-        if run.config.optim.lr == 0:
+        if run.config.optim.lr == PLATEAU["optim.lr"]:
             original(run, *args)
 
     monkeypatch.setattr(stopping, "early_stopping", only_the_plateau)
