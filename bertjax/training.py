@@ -280,7 +280,7 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
     def log_window(step: int, window: list, started: float) -> None:
         means = jax.device_get({key: jnp.mean(jnp.stack(window[key]), 0) for key in window})
         speed = round(len(window["loss"]) * tc.batch_size / (time.time() - started), 1)  # per run
-        with jax.default_device(jax.devices("cpu")[0]):  # not behind the train steps in the queue
+        with jax.default_device(jax.local_devices(backend="cpu")[0]):  # not behind the train steps
             unit = float(unit_lr((step - 1) // config.optim.accumulate))
         for i in live():
             m, loss = members[i], means["loss"][i]
