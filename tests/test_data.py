@@ -352,7 +352,11 @@ def test_padding_stats_of_a_hand_counted_epoch():
     dataset = datasets.Dataset.from_dict({"input_ids": ids, "label": [0, 1, 0, 1]})
     stats = batching.padding_stats(dataset, 2, (4, 8))
     assert stats == dict(
-        num_batches=2, num_shapes=2, pad_fraction=1 - 18 / 24, pad_fraction_unbucketed=1 - 18 / 32
+        num_batches=2,
+        num_shapes=2,
+        pad_fraction=1 - 18 / 24,
+        pad_fraction_unbucketed=1 - 18 / 32,
+        computed_per_real=24 / 18,
     )
 
 
