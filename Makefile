@@ -27,8 +27,8 @@ pfeiffer := --config.peft.method=adapter --config.peft.adapter.kind=pfeiffer --c
 SST2_METHODS := full bitfit lora_qv_r8 lora_q_r1 lora_q_r4 lora_q_r16 houlsby pfeiffer
 MRPC_METHODS := full bitfit lora_qv_r8 houlsby
 
-.PHONY: results sst2 mrpc imdb seeds
-results: sst2 mrpc imdb seeds
+.PHONY: results sst2 mrpc imdb seeds acl_arc restaurants mrpc_full
+results: sst2 mrpc imdb seeds acl_arc restaurants mrpc_full
 	$(PYTHON) -m bertjax.results $(OUT) > RESULTS.md
 
 sst2:  # 2,000 training sentences, 1 epoch, the whole dev set (872)
@@ -63,3 +63,32 @@ seeds:  # 3 seeds of full fine-tuning, 800 training examples: SemEval-14 restaur
 	$(PYTHON) sweep.py --config configs/acl_arc_scibert_full.py $(BASE) $(full) \
 	  --config.data.path=$(DATA)/acl_arc --config.data.max_train_examples=800 --config.train.epochs=2 \
 	  --grid optim.lr=1e-4 --seeds 1,2,3 --workdir $(OUT)/seeds/acl_arc
+
+# ---- Studies at a meaningful budget (issue #16): full training sets, several epochs, seeds ----
+# Learning rates for MiniLM-L6 (not swept here): full 1e-4, Houlsby adapters and LoRA 1e-3.
+# PEFT seeds train as one vmapped program (--vectorize); full fine-tuning runs seed by seed.
+SEEDS ?= 1,2,3
+STUDY := --config.model=$(MODEL) --config.train.log_every=10 --seeds $(SEEDS)
+houlsby16 := --config.peft.method=adapter --config.peft.adapter.kind=houlsby \
+	--config.peft.adapter.reduction_factor=16 --config.optim.lr=1e-3
+lora_qv_r32 := --config.peft.method=lora --config.peft.lora.rank=32 --config.peft.lora.alpha=64 \
+	--config.optim.lr=1e-3
+STUDY_METHODS := full houlsby16 lora_qv_r32
+
+acl_arc:  # ACL-ARC: all 1,688 training contexts, 3 epochs, batch 16; dev 114, test 139
+	$(foreach m,$(STUDY_METHODS),$(PYTHON) sweep.py --config configs/acl_arc_scibert_full.py \
+	  $(STUDY) $($(m)) --config.data.path=$(DATA)/acl_arc --config.train.epochs=3 \
+	  --grid train.batch_size=16 $(if $(filter full,$(m)),--grid optim.lr=1e-4,--vectorize) \
+	  --workdir $(OUT)/acl_arc/$(m) &&) true
+
+restaurants:  # SemEval-14 restaurants: 3,608 aspect pairs (10% held out for validation),
+	# 3 epochs, batch 16; test 1,120
+	$(foreach m,$(STUDY_METHODS),$(PYTHON) sweep.py --config configs/restaurant_roberta_full.py \
+	  $(STUDY) $($(m)) --config.data.path=$(DATA)/semeval14_restaurants --config.train.epochs=3 \
+	  --grid train.batch_size=16 $(if $(filter full,$(m)),--grid optim.lr=1e-4,--vectorize) \
+	  --workdir $(OUT)/restaurants/$(m) &&) true
+
+mrpc_full:  # MRPC: all 3,668 training pairs, 2 epochs, batch 16, full fine-tuning; dev 408, test 1,725
+	$(PYTHON) sweep.py --config configs/mrpc_full.py $(STUDY) $(full) \
+	  --config.data.path=$(DATA)/mrpc --config.data.splits.validation=dev --config.train.epochs=2 \
+	  --grid train.batch_size=16 --grid optim.lr=1e-4 --workdir $(OUT)/mrpc_full/full

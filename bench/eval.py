@@ -4,7 +4,8 @@
 
 MiniLM-L6 with a seeded 2-label head, exported with `bertjax.save_pretrained` so both sides run
 the same weights; float32, batch 128, max_length 128. Ours: `bertjax.evaluate.predict`
-(`batching.eval_batches` sorted by length, padded to buckets; jitted `make_eval_step`).
+(`batching.eval_batches`: packed rows, or with --packing 0 sorted by length and padded to
+buckets; jitted `make_eval_step`).
 PyTorch: `torch.no_grad()`, batches in dataset order padded to their longest example
 (DataCollatorWithPadding). The full dev set (872) by default; --examples N takes the first N
 rows of train.tsv instead. Warm-up (ours: every compile) excluded; median of --repeats.
@@ -34,23 +35,27 @@ def write_split(folder: Path, examples: int | None) -> Path:
     return path
 
 
-def ours(model, params, dataset, batch_size, max_length, repeats, pad_id) -> dict:
+def ours(model, params, dataset, batch_size, max_length, repeats, pad_id, packing) -> dict:
     buckets = batching.bucket_lengths(max_length)
     trainable, frozen = peft.partition(params, peft.trainable_mask(params, "head"))
     step = make_eval_step(model)
 
     def run():
-        return predict(step, trainable, frozen, dataset, batch_size, buckets, pad_id, 2)
+        return predict(
+            step, trainable, frozen, dataset, batch_size, buckets, pad_id, 2, packing=packing
+        )
 
-    logits = run()  # warm-up: compiles every bucket shape
-    lengths = np.array([len(ids) for ids in dataset["input_ids"]])
-    plan = batching.eval_plan(lengths, batch_size, buckets)
+    logits = run()  # warm-up: compiles every shape
+    shapes = [
+        b["input_ids"].shape
+        for b in batching.eval_batches(dataset, batch_size, buckets, pad_id=pad_id, packing=packing)
+    ]
     return dict(
         eval_s=common.median_time(run, repeats),  # predict fetches every result: no async tail
         logits=logits,
-        computed_tokens=sum(batch_size * length for length, _ in plan),
-        real_tokens=int(lengths.sum()),
-        num_shapes=len({length for length, _ in plan}),
+        computed_tokens=sum(rows * length for rows, length in shapes),
+        real_tokens=sum(len(ids) for ids in dataset["input_ids"]),
+        num_shapes=len(set(shapes)),
     )
 
 
@@ -60,6 +65,7 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--packing", type=int, default=1, help="ours: 1 packed rows, 0 buckets")
     common.add_output_flags(parser)
     args = parser.parse_args()
     model_dir = common.minilm_path()
@@ -72,7 +78,9 @@ def main():
         raw = data.read_file(write_split(Path(tmp), args.examples))
         split = data.encode_labels({"train": raw}, ["0", "1"], data_cfg)
         dataset = data.tokenize(split, tokenizer, data_cfg)["train"]
-        a = ours(model, params, dataset, args.batch, args.max_length, args.repeats, pad_id)
+        a = ours(
+            model, params, dataset, args.batch, args.max_length, args.repeats, pad_id, args.packing
+        )
         bertjax.save_pretrained(model, params, Path(tmp, "model"))
         b = common.run_torch(
             "eval",

@@ -1,9 +1,13 @@
 """Orbax checkpoints of a run: `checkpoints/last` (resumable state) and `checkpoints/best`."""
 
+import contextlib
 import hashlib
 import json
+import logging
 import math
+import re
 import shutil
+import sys
 from pathlib import Path
 
 import jax
@@ -32,16 +36,58 @@ def save(folder: Path, tree, meta: dict) -> None:
         for stale in (fresh, old):
             shutil.rmtree(stale, ignore_errors=True)
     distributed.barrier(f"checkpoint cleared {folder}")
-    checkpointer = _checkpointer()
-    checkpointer.save(fresh / "state", tree)
-    checkpointer.wait_until_finished()
+    try:
+        with _orbax_errors_muted():  # reported once, below, as one line
+            checkpointer = _checkpointer()
+            checkpointer.save(fresh / "state", tree)
+            checkpointer.wait_until_finished()
+        if primary:
+            (fresh / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    except Exception as err:  # noqa: BLE001 - Orbax/TensorStore raise ValueError, OSError, …
+        if primary:
+            shutil.rmtree(fresh, ignore_errors=True)
+        # Orbax's abandoned write tasks would log their copy of the error at exit.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        raise OSError(
+            f"cannot write checkpoint {folder}: {_reason(err)}; the checkpoints saved before are "
+            "kept. Free disk space (or fix the folder's permissions) and re-run the same command "
+            "to resume"
+        ) from None
     if primary:
-        (fresh / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if folder.exists():
             folder.rename(old)
         fresh.rename(folder)
         shutil.rmtree(old, ignore_errors=True)
     distributed.barrier(f"checkpoint saved {folder}")
+
+
+@contextlib.contextmanager
+def _orbax_errors_muted():
+    """Orbax logs a failed background write with tracebacks (through absl) before raising it;
+    save() raises it as one line instead."""
+    absl = logging.getLogger("absl")
+    level, hook = absl.level, sys.unraisablehook
+    absl.setLevel(logging.CRITICAL)
+    # TensorStore's callbacks for the writes still in flight then find Orbax's event loop
+    # closed and raise "Event loop is closed" into the void (unraisable exceptions).
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        absl.setLevel(level)
+        sys.unraisablehook = hook
+
+
+def _reason(err: Exception) -> str:
+    """The operating system's words for a failed write ("File too large", "No space left on
+    device"), else the error's first line."""
+    text = str(err)
+    found = re.findall(r"(?:: |\] )([A-Z][a-z][^:\[\]\n]*?) \[os_error_code", text)
+    if found:
+        return found[-1]
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _as_saved(checkpointer: ocp.StandardCheckpointer, path: Path):

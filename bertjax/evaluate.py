@@ -62,6 +62,19 @@ def metrics_of(logits: np.ndarray, labels: np.ndarray, num_labels: int) -> dict:
     return metrics
 
 
+def majority_baseline(train_labels, splits: dict, num_labels: int) -> dict | None:
+    """{split: task metrics} of always predicting the most frequent training label, for each
+    labelled split in `splits` (name -> labels); None for regression (num_labels 1)."""
+    if num_labels < 2:
+        return None
+    majority = int(np.bincount(np.asarray(train_labels), minlength=num_labels).argmax())
+    one_hot = np.eye(num_labels, dtype=np.float32)[majority]
+    return {
+        name: compute_metrics(np.tile(one_hot, (len(labels), 1)), labels, num_labels)
+        for name, labels in splits.items()
+    }
+
+
 def evaluate(
     eval_step,
     trainable,

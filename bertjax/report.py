@@ -197,6 +197,10 @@ def markdown(groups: list[dict], metrics: list[str] | None = None) -> str:
         head = ["model", "method"] + ["settings"] * has_settings + ["n", "trainable params"]
         head += [f"validation {m}" for m in shown] + [f"test {m}" for m in shown]
         head += ["s/epoch", "examples/s", "peak memory MB"]
+        baseline = _majority(same)
+        margin_split = "test" if baseline and "test" in baseline else "validation"
+        if baseline and shown:
+            head += [f"{margin_split} {shown[0]} − majority class"]
         rows = []
         for g in same:
             st, none = g["stats"], (math.nan, math.nan, 0)
@@ -206,13 +210,45 @@ def markdown(groups: list[dict], metrics: list[str] | None = None) -> str:
             row += [fmt(*g["metrics"].get(("test", m), none)[:2]) for m in shown]
             row += [fmt(*st["seconds_per_epoch"][:2], 1), fmt(*st["examples_per_s"][:2], 0)]
             row += [fmt(*st["peak_memory_mb"][:2], 0)]
+            if baseline and shown:
+                mean, std, _ = g["metrics"].get((margin_split, shown[0]), none)
+                row.append(_margin(mean, std, baseline[margin_split].get(shown[0])))
             rows.append(row)
+        if baseline:
+            row = ["majority class", DASH] + [""] * has_settings + ["", "0"]
+            row += [_number(baseline.get("validation", {}).get(m)) for m in shown]
+            row += [_number(baseline.get("test", {}).get(m)) for m in shown]
+            rows.append(row + [DASH] * (len(head) - len(row)))
         text_columns = 3 if has_settings else 2  # left-aligned; numbers right-aligned
         rule = "|" + "---|" * text_columns + "---:|" * (len(head) - text_columns)
         lines = ["| " + " | ".join(head) + " |", rule]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         parts.append(f"## {dataset}\n\n" + "\n".join(lines) + "\n")
     return "\n".join(parts)
+
+
+def _majority(groups: list[dict]) -> dict | None:
+    """The majority-class metrics (summary.json "majority_baseline") of a dataset's runs."""
+    for g in groups:
+        for run in g["runs"]:
+            if run["summary"].get("majority_baseline"):
+                return run["summary"]["majority_baseline"]
+    return None
+
+
+def _number(x) -> str:
+    return DASH if x is None else f"{x:.3f}"
+
+
+def _margin(mean: float, std: float, base: float | None) -> str:
+    """mean − baseline, and that margin in standard deviations over seeds where there are
+    several ("+0.121 (9.3 σ)")."""
+    if base is None or math.isnan(mean):
+        return DASH
+    diff = mean - base
+    if math.isnan(std) or std == 0:
+        return f"{diff:+.3f}"
+    return f"{diff:+.3f} ({diff / std:.1f} σ)"
 
 
 def to_csv(groups: list[dict]) -> str:

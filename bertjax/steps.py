@@ -5,6 +5,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -219,14 +220,38 @@ def stacked(batch: dict, k: int) -> dict:
 
 
 def compiled_memory(jitted_step, *args) -> dict | None:
-    """XLA's memory analysis of a jitted step for these (possibly abstract) arguments, in
-    bytes: argument, output, alias, temp, generated_code and total = argument + output -
-    alias (donated buffers) + temp (on CPU, XLA's own peak figure leaves temporaries out).
-    None where the backend gives no analysis. Compiles, never runs."""
-    stats = jitted_step.lower(*args).compile().memory_analysis()
+    """XLA's memory analysis (`memory_stats`) of a jitted step for these (possibly abstract)
+    arguments. Compiles, never runs."""
+    return memory_stats(jitted_step.lower(*args).compile())
+
+
+def memory_stats(compiled) -> dict | None:
+    """XLA's memory analysis of a compiled program, in bytes: argument, output, alias, temp,
+    generated_code and total = argument + output - alias (donated buffers) + temp (on CPU,
+    XLA's own peak figure leaves temporaries out). None where the backend gives none."""
+    stats = compiled.memory_analysis()
     if stats is None:
         return None
     names = ("argument", "output", "alias", "temp", "generated_code")
     out = {name: int(getattr(stats, f"{name}_size_in_bytes")) for name in names}
     out["total"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
     return out
+
+
+def precompiled(jitted, *args):
+    """(call, compiled): `compiled` is `jitted` compiled ahead of time for these (possibly
+    abstract) arguments; call(*a) runs that program when every argument has the same shapes
+    and dtypes, and `jitted` otherwise. So a shape compiled for its memory analysis is not
+    compiled a second time by its first call."""
+    compiled = jitted.lower(*args).compile()
+    signature = _signature(args)
+
+    def call(*a):
+        return compiled(*a) if _signature(a) == signature else jitted(*a)
+
+    return call, compiled
+
+
+def _signature(args) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    return treedef, tuple((np.shape(x), str(x.dtype)) for x in leaves)

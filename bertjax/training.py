@@ -33,16 +33,17 @@ from bertjax import (
     stopping,
 )
 from bertjax.build import Setup
-from bertjax.evaluate import MODEL_INPUTS, metrics_of, predict
+from bertjax.evaluate import MODEL_INPUTS, majority_baseline, metrics_of, predict
 from bertjax.optim import learning_rate_schedule, make_optimizer
 from bertjax.plots import plot_curves
 from bertjax.steps import (
     TrainState,
-    compiled_memory,
     make_members_eval_step,
     make_subset_step,
     make_train_step,
     member,
+    memory_stats,
+    precompiled,
     stack_states,
     stacked,
 )
@@ -189,13 +190,14 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
         train_sets[seeds[0]], tc.batch_size, setup.buckets, num_labels, packed
     )
     widest = stacked({key: longest[key] for key in MODEL_INPUTS}, cap)
+    # Compiled ahead for XLA's memory figure, with the live state (not its abstract shape):
+    # the step's calls at this shape run this program instead of compiling it again.
     if cap == k:
-        memory = compiled_memory(train_step, jax.eval_shape(lambda: state), widest, rngs)
+        train_step, compiled = precompiled(train_step, state, widest, rngs)
     else:
         take = jax.ShapeDtypeStruct((cap,), jnp.int32)
-        memory = compiled_memory(
-            subset_step, jax.eval_shape(lambda: state), take, take, widest, rngs
-        )
+        subset_step, compiled = precompiled(subset_step, state, take, take, widest, rngs)
+    memory = memory_stats(compiled)
     peak_memory_mb = round(memory["total"] / 2**20, 1) if memory else None
     stats = batching.padding_stats(
         train_sets[seeds[0]], tc.batch_size, setup.buckets, packing=packed
@@ -490,6 +492,15 @@ def _finish(
         examples_per_s=round(float(np.median(speeds)), 1) if speeds else None,
         peak_memory_mb=peak_memory_mb,
         stopped_early=run.stopped,
+        majority_baseline=majority_baseline(
+            setup.splits["train"]["label"],
+            {
+                name: np.asarray(setup.splits[name]["label"])
+                for name in ("validation", "test")
+                if setup.splits.get(name) is not None and data.has_labels(setup.splits[name])
+            },
+            setup.model.num_labels,
+        ),
     )
     runs.write_json(run.folder / runs.SUMMARY_FILE, summary)
     plot_curves(records, run.folder / runs.CURVES_FILE, title=config.name)

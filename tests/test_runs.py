@@ -4,6 +4,7 @@ torn checkpoints, failed starts, timings across sessions."""
 import json
 import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,18 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS = 8  # run_config: 64 examples, batch 8, 1 epoch
 
 
-def _cli(run: Path, model: Path, data: Path, *flags: str, signal_at: str | None = None):
+def _cli(
+    run: Path,
+    model: Path,
+    data: Path,
+    *flags: str,
+    signal_at: str | None = None,
+    max_file_bytes: int | None = None,
+):
     """train.py on configs/tiny.py; `signal_at` ("SIGINT@train:3") makes the run send itself
-    that signal at that point: a real signal at a known step, not a timed one."""
+    that signal at that point: a real signal at a known step, not a timed one.
+    `max_file_bytes`: the kernel refuses to grow any file of the process past this size
+    (RLIMIT_FSIZE, EFBIG), as a full disk refuses a write; works as root too."""
     env = dict(os.environ)
     env.pop(stopping.SELF_SIGNAL, None)
     if signal_at:
@@ -37,7 +47,16 @@ def _cli(run: Path, model: Path, data: Path, *flags: str, signal_at: str | None 
         "--config.peft.method=bitfit",
         *flags,
     ]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    limit = None
+    if max_file_bytes is not None:
+        env["BERTJAX_XLA_CACHE"] = "off"  # compiled programs are files too
+
+        def limit():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
+    return subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, preexec_fn=limit
+    )
 
 
 def _config(tmp_path, model, shared_data, **overrides):
@@ -194,3 +213,42 @@ def test_a_failed_start_leaves_no_trace(tmp_path, tiny_bert_vocab_dir, shared_da
     assert not Path(config.workdir).exists()
     config.model = str(tiny_bert_vocab_dir)  # the corrected command needs no --overwrite
     assert training.train(config)["best_step"] == 2
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_the_run_resumes_intact(
+    tmp_path, tiny_bert_vocab_dir, shared_data
+):
+    """A checkpoint write that fails for want of space (full fine-tuning's checkpoint is
+    ~12 MB, every other file of the run is far below 1 MB) stops the run with one line naming
+    the file; the checkpoint saved before it is intact and the same command resumes from it."""
+    run, data, full = tmp_path / "run", shared_data / "sst2", "--config.peft.method=full"
+    stopped = _cli(run, tiny_bert_vocab_dir, data, full, signal_at="SIGINT@train:3")
+    assert stopped.returncode == 130, stopped.stderr
+    saved = {p: p.read_bytes() for p in (run / "checkpoints" / "last").rglob("*") if p.is_file()}
+    assert saved and _meta(run)["step"] == 3, (sorted((run / "checkpoints").rglob("*")), stopped.stderr)
+
+    failed = _cli(run, tiny_bert_vocab_dir, data, full, max_file_bytes=2**20)
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    assert len(errors) == 1 and "File too large" in errors[0] and str(run) in errors[0], errors
+    assert _meta(run)["step"] == 3
+    now = {p: p.read_bytes() for p in (run / "checkpoints" / "last").rglob("*") if p.is_file()}
+    assert now == saved  # the failed session left `last` as it was
+
+    resumed = _cli(run, tiny_bert_vocab_dir, data, full)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed {run} from step 3" in resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["best_step"] == STEPS
+
+
+def test_a_run_folder_that_cannot_be_made_is_one_line_and_leaves_nothing(
+    tmp_path, tiny_bert_vocab_dir, shared_data
+):
+    """A workdir under a regular file (as unwritable as a read-only folder, also for root)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n")
+    out = _cli(blocker / "run", tiny_bert_vocab_dir, shared_data / "sst2")
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert len(errors) == 1 and str(blocker) in errors[0], out.stderr
+    assert blocker.read_text() == "not a folder\n"

@@ -1,0 +1,211 @@
+"""Whole-process wall time of one training run, ours (cold and warm XLA cache) vs PyTorch.
+
+    python bench/whole_run.py [--train_examples 4000 --method lora --lr 5e-4 --markdown f.md]
+
+The same work as bench/epoch.py (a seeded SST-2 subset, one epoch, MiniLM-L6, batch 32, dev
+evaluation), but each side is timed as a whole process from its start to its exit: Python
+start, imports, tokenization, weights, compilation, training, evaluation, checkpoints, plots.
+Ours runs twice in one fresh persistent XLA cache (`BERTJAX_XLA_CACHE`): cold (empty) and
+warm (the programs of the first run). PyTorch (bench/torch_ref.py) runs with dynamic padding
+on shuffled batches and with Trainer's `group_by_length`. Ours also reports where its time goes
+(each phase timed in the process by wrapping the function that does it; compile times from
+jax.monitoring).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common
+from epoch import make_config, token_counts, write_subset
+
+# phase -> (module, function) timed in the child; the loop's remainder is the train steps.
+PHASES = {
+    "tokenization (data.prepare)": ("bertjax.data", "prepare"),
+    "weights (from_pretrained)": ("bertjax.build", "from_pretrained"),
+    "state init / resume check": ("bertjax.training", "_initial_state"),
+    "train step compile (+ memory analysis)": ("bertjax.training", "precompiled"),
+    "evaluation passes": ("bertjax.training", "predict"),
+    "checkpoint writes (last)": ("bertjax.runs", "save_last"),
+    "checkpoint writes (best)": ("bertjax.runs", "save_best"),
+    "restore best": ("bertjax.runs", "restore_best"),
+    "curves.png": ("bertjax.training", "plot_curves"),
+}
+
+
+def child(args) -> None:
+    """One instrumented run in this process; prints its timings as JSON (last line)."""
+    started = time.perf_counter()
+    import collections
+    import importlib
+
+    import jax
+
+    from bertjax import training, xla_cache
+
+    imports_s = time.perf_counter() - started
+    xla_cache.enable()  # BERTJAX_XLA_CACHE, set by the parent
+    seconds, calls = collections.Counter(), collections.Counter()
+
+    def timed(name, fn):
+        def wrapper(*a, **kw):
+            start = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                seconds[name] += time.perf_counter() - start
+                calls[name] += 1
+
+        return wrapper
+
+    for name, (module, fn) in PHASES.items():
+        mod = importlib.import_module(module)
+        setattr(mod, fn, timed(name, getattr(mod, fn)))
+    training._loop = timed("loop", training._loop)
+    compile_s = collections.Counter()
+
+    def listen(event, secs, fun_name="", **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compile_s[fun_name.removeprefix("jit(").removesuffix(")")] += secs
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    config = make_config(args, common.minilm_path(), Path(args.data), Path(args.workdir))
+    summary = training.train(config)
+    print(
+        json.dumps(
+            dict(
+                imports_s=imports_s,
+                in_process_s=time.perf_counter() - started,
+                phases={k: [seconds[k], calls[k]] for k in (*PHASES, "loop")},
+                backend_compile_s=dict(compile_s),
+                epoch_s=summary["seconds_per_epoch"],
+                accuracy=summary["validation"]["accuracy"],
+                trainable=summary["trainable_params"],
+            )
+        )
+    )
+
+
+def ours(args, data_dir: Path, workdir: Path, cache: Path) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--data", str(data_dir), "--workdir", str(workdir)]
+    cmd += [f"--{k}={getattr(args, k)}" for k in ("train_examples", "method", "lr", "batch")]
+    env = {**os.environ, "BERTJAX_XLA_CACHE": str(cache)}
+    start = time.perf_counter()
+    out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    result["wall_s"] = time.perf_counter() - start
+    return result
+
+
+def torch_run(**flags) -> dict:
+    start = time.perf_counter()
+    result = common.run_torch("epoch", **flags)
+    result["wall_s"] = time.perf_counter() - start
+    return result
+
+
+def breakdown(cold: dict, warm: dict) -> str:
+    rows = [["Python start + imports (process wall − in-process + imports)"]]
+    for run in (cold, warm):
+        rows[0].append(f"{run['wall_s'] - run['in_process_s'] + run['imports_s']:.1f}")
+    for name in PHASES:
+        rows.append([name, *(f"{r['phases'][name][0]:.1f}" for r in (cold, warm))])
+    for run in (cold, warm):
+        loop = run["phases"]["loop"][0]
+        inner = (
+            "state init",
+            "train step compile",
+            "evaluation",
+            "checkpoint",
+            "restore",
+            "curves",
+        )
+        loop -= sum(s for n, (s, _) in run["phases"].items() if n.startswith(inner))
+        run["steps_s"] = loop
+    rows.append(["train steps, logs, events (rest of the loop)"])
+    rows[-1] += [f"{r['steps_s']:.1f}" for r in (cold, warm)]
+    rows.append(["of which backend compiles (all programs)"])
+    rows[-1] += [f"{sum(r['backend_compile_s'].values()):.1f}" for r in (cold, warm)]
+    rows.append(["whole process", *(f"**{r['wall_s']:.1f}**" for r in (cold, warm))])
+    return common.table(["phase (s)", "cold cache", "warm cache"], rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train_examples", type=int, default=4000)
+    parser.add_argument("--method", default="lora", choices=list(common.METHODS))
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    common.add_output_flags(parser)
+    args = parser.parse_args()
+    args.max_length, args.packing = 128, 1
+    if args.child:
+        return child(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir, cache = Path(tmp, "data"), Path(tmp, "xla")
+        data_dir.mkdir()
+        write_subset(data_dir, args.train_examples, seed=0)
+        cold = ours(args, data_dir, Path(tmp, "cold"), cache)
+        warm = ours(args, data_dir, Path(tmp, "warm"), cache)
+        computed, real = token_counts(
+            make_config(args, common.minilm_path(), data_dir, Path(tmp, "x"))
+        )
+        flags = dict(
+            model=common.minilm_path(),
+            data=data_dir,
+            method=args.method,
+            batch=args.batch,
+            lr=args.lr,
+            warmup_ratio=0.1,
+            max_length=128,
+            eval_batch=128,
+            lora_dropout=0.1,
+            threads=args.torch_threads,
+        )
+        dynamic = torch_run(**flags)
+        grouped = torch_run(**flags, group_by_length=1)
+    cold["computed_tokens"], cold["real_tokens"] = computed, real
+
+    def per_real(x):
+        return f"{x['computed_tokens'] / x['real_tokens']:.2f}"
+
+    sides = (cold, warm, dynamic, grouped)
+    rows = [
+        ["whole process s", *(f"{x['wall_s']:.1f}" for x in sides)],
+        ["epoch s (train loop)", *(f"{x['epoch_s']:.1f}" for x in sides)],
+        [
+            "torch s / ours s, cold",
+            "",
+            "",
+            *(f"{x['wall_s'] / cold['wall_s']:.2f}x" for x in sides[2:]),
+        ],
+        [
+            "torch s / ours s, warm",
+            "",
+            "",
+            *(f"{x['wall_s'] / warm['wall_s']:.2f}x" for x in sides[2:]),
+        ],
+        ["dev accuracy (872)", *(f"{x['accuracy']:.4f}" for x in sides)],
+        ["computed / real tokens", per_real(cold), "", per_real(dynamic), per_real(grouped)],
+        ["trainable params", *(f"{x['trainable']:,}" for x in sides)],
+    ]
+    headers = ["", "ours cold", "ours warm", "PyTorch dynamic", "PyTorch group_by_length"]
+    text = (
+        f"SST-2 {args.train_examples} train examples, 1 epoch, method {args.method}, MiniLM-L6, "
+        f"batch {args.batch}, lr {args.lr}, packed rows (ours). Whole process, one run each, "
+        f"one after the other.\n\n{common.table(headers, rows)}\n\nWhere our time goes:\n\n"
+        f"{breakdown(cold, warm)}"
+    )
+    common.report(f"Whole run: ours vs PyTorch ({args.method})", text, dynamic, args.markdown)
+
+
+if __name__ == "__main__":
+    main()
