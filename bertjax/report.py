@@ -228,12 +228,16 @@ def markdown(groups: list[dict], metrics: list[str] | None = None) -> str:
 
 
 def _majority(groups: list[dict]) -> dict | None:
-    """The majority-class metrics (summary.json "majority_baseline") of a dataset's runs."""
-    for g in groups:
-        for run in g["runs"]:
-            if run["summary"].get("majority_baseline"):
-                return run["summary"]["majority_baseline"]
-    return None
+    """The majority-class metrics (summary.json "majority_baseline") of a dataset's runs,
+    averaged over them (runs on different subsets of the data can differ)."""
+    found = [r["summary"]["majority_baseline"] for g in groups for r in g["runs"]]
+    found = [b for b in found if b]
+    if not found:
+        return None
+    return {
+        split: {name: float(np.mean([b[split][name] for b in found])) for name in found[0][split]}
+        for split in found[0]
+    }
 
 
 def _number(x) -> str:

@@ -299,9 +299,10 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
 
     def take_step(state, batch: dict):
         """One step of every member; its metrics (loss and grad_norm [K], on device)."""
-        lengths = {}
+        lengths = {}  # by the shapes of every input (packed rows also differ in examples per row)
         for s in seeds:
-            lengths.setdefault(batch[s]["input_ids"].shape, []).append(s)
+            shapes = tuple(batch[s][key].shape for key in MODEL_INPUTS)
+            lengths.setdefault(shapes, []).append(s)
         if len(lengths) == 1:  # one length: one call of the whole stacked state
             stacked = {
                 key: np.stack([batch[m.config.train.seed][key] for m in members])

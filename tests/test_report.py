@@ -11,7 +11,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from bertjax import report, runs, training
+from bertjax import evaluate, report, runs, training
 from tests.conftest import run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,13 +72,47 @@ def test_groups_and_mean_std(sweep, tmp_path):
     assert f"{acc.mean():.3f} ± {acc.std(ddof=1):.3f}" in text
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     lines = {line.split("|")[2].strip(): line for line in rows}
-    assert set(lines) == {"method", "head", "bitfit"}
+    assert set(lines) == {"method", "head", "bitfit", "–"}  # "–": the majority-class row
+
+    def cell(method, column):
+        header = [c.strip() for c in lines["method"].split("|")]
+        return lines[method].split("|")[header.index(column)].strip()
+
     peak = np.mean([s["peak_memory_mb"] for s in head])  # XLA's figure, from summary.json
-    assert lines["head"].rstrip(" |").split("|")[-1].strip().startswith(f"{peak:.0f} ±")
-    assert lines["bitfit"].rstrip(" |").endswith("123")
+    assert cell("head", "peak memory MB").startswith(f"{peak:.0f} ±")
+    assert cell("bitfit", "peak memory MB") == "123"
     assert "| 0.800 |" in lines["bitfit"]  # one seed: the mean alone
     assert f"{head[0]['trainable_params']:,} (" in lines["head"]
     assert (tmp_path / "report.md").read_text() == text
+
+
+def test_majority_baseline_by_hand():
+    """Train's most frequent label (1) predicted for every example: accuracy is its share;
+    macro-F1 averages F1 = 2p/(1+p) of that class (p its share) with 0 for the others."""
+    train = np.array([0, 1, 1, 2, 1, 0])
+    held = {"validation": np.array([1, 0, 2, 1]), "test": np.array([2, 2, 0, 1, 0])}
+    base = evaluate.majority_baseline(train, held, num_labels=3)
+    assert base["validation"]["accuracy"] == 0.5 and base["test"]["accuracy"] == 0.2
+    assert base["validation"]["macro_f1"] == pytest.approx((2 * 0.5 / 1.5) / 3)
+    assert base["test"]["macro_f1"] == pytest.approx((2 * 0.2 / 1.2) / 3)
+    assert evaluate.majority_baseline(np.zeros(3), held, num_labels=1) is None  # regression
+
+
+def test_majority_class_row_and_margin(sweep, tmp_path):
+    """report's majority-class row shows summary.json's baseline, and each group's margin
+    over it is mean − baseline, in standard deviations over seeds."""
+    head = _summaries(sweep, "head_s*")
+    every = [s["majority_baseline"]["test"]["accuracy"] for s in head]
+    every += [s["majority_baseline"]["test"]["accuracy"] for s in _summaries(sweep, "more/*")]
+    base = np.mean(every)  # each seed draws its own training subset
+    assert 0 < base < 1
+    text = report.write_report([sweep], tmp_path)["markdown"]
+    row = next(line for line in text.splitlines() if line.startswith("| majority class |"))
+    assert f"| {base:.3f} |" in row
+    test = np.array([s["test"]["accuracy"] for s in head])
+    margin = test.mean() - base
+    line = next(line for line in text.splitlines() if line.startswith("| ") and "| head |" in line)
+    assert line.rstrip(" |").endswith(f"{margin:+.3f} ({margin / test.std(ddof=1):.1f} σ)")
 
 
 def test_csv_parses(sweep, tmp_path):

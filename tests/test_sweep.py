@@ -10,7 +10,17 @@ import jax
 import numpy as np
 import pytest
 
-from bertjax import checkpoint, groups, runs, stopping, sweep, sweep_report, training
+from bertjax import (
+    batching,
+    build,
+    checkpoint,
+    groups,
+    runs,
+    stopping,
+    sweep,
+    sweep_report,
+    training,
+)
 from tests.conftest import run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -255,3 +265,33 @@ def test_cli_bad_grid_key_names_it():
     assert out.stderr.strip().splitlines()[-1] == (
         "error: --grid key 'optim.learning_rate' is not a config field"
     )
+
+
+def test_vectorized_seeds_whose_packed_rows_hold_different_numbers_of_examples(
+    tmp_path, tiny_bert_vocab_dir, shared_data
+):
+    """Two seeds' subsets pack into rows of one shape (5 × 24) but 3 vs 2 examples per row:
+    their batches take separate calls (once failed stacking the labels) and each member ends
+    as its separate run."""
+    overrides = {"data.max_train_examples": 96, "data.max_length": 24, "train.epochs": 1}
+    config = _config(tmp_path, tiny_bert_vocab_dir, shared_data / "sst2", **overrides)
+
+    def member(seed: int, folder: str):
+        member = config.copy_and_resolve_references()
+        member.update_from_flattened_dict(
+            {"train.seed": seed, "optim.lr": 1e-2, "workdir": str(tmp_path / folder / str(seed))}
+        )
+        return member
+
+    layouts = set()
+    for seed in SEEDS:
+        setup = build.build(member(seed, "probe"))
+        longest = batching.longest_batch(setup.splits["train"], 8, setup.buckets, 2, packing=True)
+        layouts.add((longest["input_ids"].shape, longest["labels"].shape))
+    assert layouts == {((5, 24), (5, 3)), ((5, 24), (5, 2))}  # the case under test
+    together = [member(seed, "together") for seed in SEEDS]
+    alone = [member(seed, "alone") for seed in SEEDS]
+    vectorized = training.train_runs(together)
+    separate = [training.train(member) for member in alone]
+    for v, s in zip(vectorized, separate, strict=True):
+        assert v["validation"] == s["validation"] and v["best_step"] == s["best_step"]
