@@ -288,6 +288,7 @@ def restore(folder: Path, like) -> tuple | None:
     crash mid-save can leave (`checkpoint.candidates`), made `folder` again; None when there
     is none at all. Incomplete ones are skipped with a warning; when none is complete the
     error says what to do."""
+    folder = Path(folder).absolute()  # as the candidates' paths: a relative one is the same
     found = checkpoint.candidates(folder)
     if not found:
         return None

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bertjax import runs, stopping, training
@@ -252,3 +253,16 @@ def test_a_run_folder_that_cannot_be_made_is_one_line_and_leaves_nothing(
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert len(errors) == 1 and str(blocker) in errors[0], out.stderr
     assert blocker.read_text() == "not a folder\n"
+
+
+def test_restoring_a_checkpoint_by_a_relative_path_keeps_it(tmp_path, monkeypatch):
+    """A sweep's cells live under a relative workdir: restoring `checkpoints/best` by its
+    relative path once deleted it (it compared unequal to its own absolute path)."""
+    monkeypatch.chdir(tmp_path)
+    folder = Path("run") / "checkpoints" / "best"
+    tree = {"w": np.arange(3, dtype=np.float32)}
+    runs.checkpoint.save(folder, tree, {"step": 7})
+    for _ in range(2):
+        restored, meta = runs.restore(folder, tree)
+        assert meta["step"] == 7 and np.array_equal(restored["w"], tree["w"])
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["best"]
