@@ -73,7 +73,7 @@ houlsby16 := --config.peft.method=adapter --config.peft.adapter.kind=houlsby \
 	--config.peft.adapter.reduction_factor=16 --config.optim.lr=1e-3
 lora_qv_r32 := --config.peft.method=lora --config.peft.lora.rank=32 --config.peft.lora.alpha=64 \
 	--config.optim.lr=1e-3
-STUDY_METHODS := full houlsby16 lora_qv_r32
+STUDY_METHODS ?= full houlsby16 lora_qv_r32
 
 acl_arc:  # ACL-ARC: all 1,688 training contexts, 3 epochs, batch 16; dev 114, test 139
 	$(foreach m,$(STUDY_METHODS),$(PYTHON) sweep.py --config configs/acl_arc_scibert_full.py \
@@ -82,9 +82,9 @@ acl_arc:  # ACL-ARC: all 1,688 training contexts, 3 epochs, batch 16; dev 114, t
 	  --workdir $(OUT)/acl_arc/$(m) &&) true
 
 restaurants:  # SemEval-14 restaurants: 3,608 aspect pairs (10% held out for validation),
-	# 3 epochs, batch 16; test 1,120
+	# 2 epochs, batch 16; test 1,120
 	$(foreach m,$(STUDY_METHODS),$(PYTHON) sweep.py --config configs/restaurant_roberta_full.py \
-	  $(STUDY) $($(m)) --config.data.path=$(DATA)/semeval14_restaurants --config.train.epochs=3 \
+	  $(STUDY) $($(m)) --config.data.path=$(DATA)/semeval14_restaurants --config.train.epochs=2 \
 	  --grid train.batch_size=16 $(if $(filter full,$(m)),--grid optim.lr=1e-4,--vectorize) \
 	  --workdir $(OUT)/restaurants/$(m) &&) true
 

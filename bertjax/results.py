@@ -19,6 +19,14 @@ STUDIES = (
     ("mrpc", "MRPC: methods", "f1,accuracy", "make mrpc"),
     ("imdb", "IMDb: full vs BitFit, learning rate × batch size", "accuracy", "make imdb"),
     ("seeds", "SemEval-14 restaurants and ACL-ARC: 3 seeds", "accuracy,macro_f1", "make seeds"),
+    ("acl_arc", "ACL-ARC, full training set: methods × seeds", "macro_f1,accuracy", "make acl_arc"),
+    (
+        "restaurants",
+        "SemEval-14 restaurants, full training set: methods × seeds",
+        "macro_f1,accuracy",
+        "make restaurants",
+    ),
+    ("mrpc_full", "MRPC, all 3,668 pairs: full fine-tuning", "f1,accuracy", "make mrpc_full"),
 )
 
 
