@@ -2,6 +2,7 @@
 
 import ast
 import difflib
+import errno
 import importlib.util
 import inspect
 import io
@@ -31,8 +32,22 @@ def setup_logging() -> None:
     datasets.disable_progress_bars()  # tokenization bars: seconds of Map: 100% lines
 
 
+_OS_HINTS = {
+    errno.ENOENT: "check the path",
+    errno.ENOSPC: "free disk space and re-run the same command",
+    errno.EFBIG: "free disk space (or raise the file size limit) and re-run the same command",
+    errno.EACCES: "choose a folder you can write to",
+    errno.EROFS: "choose a folder on a writable file system",
+    errno.ENOTDIR: "a file stands where a folder is needed; choose another path",
+}
+
+
 def fail(message: object) -> NoReturn:
-    """Exit status 1 after one `error: …` line on stderr."""
+    """Exit status 1 after one `error: …` line on stderr. An operating-system error reads
+    "<file>: <what the OS said>; <what to do>" rather than Python's "[Errno 20] …"."""
+    if isinstance(message, OSError) and message.filename and message.strerror:
+        message = f"{message.filename}: {message.strerror}; {_OS_HINTS.get(message.errno, '')}"
+        message = message.rstrip("; ")
     text = " ".join(str(message).split("\n")[0].split()) or type(message).__name__
     print(f"error: {text}", file=sys.stderr)
     sys.exit(1)

@@ -252,6 +252,7 @@ def test_a_run_folder_that_cannot_be_made_is_one_line_and_leaves_nothing(
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert len(errors) == 1 and str(blocker) in errors[0], out.stderr
+    assert "Not a directory; a file stands where a folder is needed" in errors[0], errors
     assert blocker.read_text() == "not a folder\n"
 
 
