@@ -44,8 +44,16 @@ def _machine() -> str:
 
 
 def study_section(folder: Path, title: str, metrics: str, command: str) -> str:
-    lines = [f"## {title}", "", f"`{command}` (sizes and learning rates: Makefile)", ""]
     result = report.write_report([folder], folder, metrics.split(","))
+    runs = [run for group in result["groups"] for run in group["runs"]]
+    minutes = sum(run["summary"].get("wall_time_s") or 0 for run in runs) / 60
+    lines = [
+        f"## {title}",
+        "",
+        f"`{command}` (sizes and learning rates: Makefile); {len(runs)} runs, {minutes:.0f} min "
+        "of training in all (the runs' summed `wall_time_s`; vectorized members share theirs)",
+        "",
+    ]
     lines.append(_demote(result["markdown"].replace("# Results", "", 1).strip(), 1))
     for sweep_md in sorted(folder.rglob("sweep.md")):
         lines += ["", f"### {sweep_md.parent.name} sweep", "", _demote(sweep_md.read_text(), 3)]
