@@ -118,12 +118,26 @@ def _read_torch_bin(file: Path) -> dict[str, np.ndarray]:
     return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
 
 
-def _init_params(model, config: ModelConfig, seed: int, abstract: bool = False):
+def _init_params(model, seed: int, abstract: bool = False):
     tokens = jnp.zeros((1, 8), jnp.int32)
     init = jax.jit(model.init)
     if abstract:
         return jax.eval_shape(init, jax.random.key(seed), tokens)["params"]
     return init(jax.random.key(seed), tokens)["params"]
+
+
+def _init_leaves(model, seed: int, paths: list[tuple[str, ...]]) -> dict:
+    """{path: value} of a seeded init's leaves at `paths` only: the values `_init_params`
+    gives them, but XLA drops the rest of the init as dead code, so a new head does not
+    draw (nor compile the drawing of) the 30k × hidden word embeddings."""
+    tokens = jnp.zeros((1, 8), jnp.int32)
+
+    def init(key):
+        flat = flatten_dict(model.init(key, tokens)["params"])
+        return {"/".join(p): flat[p] for p in paths}
+
+    values = jax.jit(init)(jax.random.key(seed))
+    return {p: values["/".join(p)] for p in paths}
 
 
 def _check_peft(config: ModelConfig, peft: PeftConfig) -> None:
@@ -150,7 +164,7 @@ def from_config(
     config = model_config_from_hf(hf_config)
     model = build(config, num_labels, peft, dtype)
     _check_peft(config, peft)
-    return model, _init_params(model, config, seed)
+    return model, _init_params(model, seed)
 
 
 def _is_new_ok(path: tuple[str, ...], family: Family) -> bool:
@@ -203,7 +217,7 @@ def from_pretrained(
     _check_peft(config, peft)
     state = clean_state_dict(read_state_dict(folder))
     state = align_prefix(state, family.prefix, family.encoder_keys, bare=num_labels is None)
-    target = _init_params(model, config, seed, abstract=True)
+    target = _init_params(model, seed, abstract=True)
     loaded, missing, unused = hf_to_flax(state, target)
 
     not_allowed = ["/".join(p) for p in missing if not _is_new_ok(p, family)]
@@ -223,9 +237,8 @@ def from_pretrained(
             "%s: unused checkpoint keys (pretraining heads/pooler): %s", folder, ", ".join(unused)
         )
     if missing:
-        fresh = flatten_dict(_init_params(model, config, seed))
         flat = flatten_dict(loaded)
-        flat.update({p: fresh[p] for p in missing})
+        flat.update(_init_leaves(model, seed, missing))
         loaded = unflatten_dict(flat)
         if isinstance(peft, LoraConfig) and peft.use_dora:  # magnitudes of the loaded kernels
             loaded = reset_magnitudes(loaded, peft)

@@ -267,3 +267,24 @@ def test_hub_id_offline_names_the_id(monkeypatch):
     with pytest.raises(FileNotFoundError) as err:
         bertjax.from_pretrained("some-org/some-bert")
     assert "'some-org/some-bert'" in _one_line(err)
+
+
+def test_new_head_and_lora_weights_are_a_seeded_init_and_the_rest_is_loaded(tmp_path):
+    """Only the leaves a checkpoint lacks are initialised (the rest of the init is dead code
+    to XLA), with the values a full seeded init of the same model gives them."""
+    import peft
+    from bertjax import pretrained
+
+    encoder, base_params = bertjax.from_config(dict(TINY, model_type="bert"), seed=1)  # bare
+    bertjax.save_pretrained(encoder, base_params, tmp_path)
+    lora = peft.LoraConfig(rank=2, alpha=4, targets=("query", "value"))
+    model, params = bertjax.from_pretrained(tmp_path, num_labels=3, peft=lora, seed=7)
+    full = flatten_dict(pretrained._init_params(model, 7))
+    flat, saved = flatten_dict(params), flatten_dict(base_params)
+    new = [p for p in flat if p[0] == "classifier" or "lora" in p]
+    assert len(new) == 2 + 2 * 2 * TINY["num_hidden_layers"]  # head kernel/bias, a/b per target
+    for path in new:
+        np.testing.assert_array_equal(np.asarray(flat[path]), np.asarray(full[path]))
+    for path, value in flat.items():
+        if path not in new:
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(saved[path[1:]]))
