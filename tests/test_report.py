@@ -201,3 +201,25 @@ def test_settings_column_names_what_differs(sweep, tmp_path):
     groups = report.group_runs([report.load_run(p) for p in (sweep / "head_s0", other)])
     assert sorted(g["settings"] for g in groups) == ["optim.lr=0.001", "optim.lr=0.01"]
     assert "| settings |" in report.markdown(groups)
+
+
+def test_results_page_has_each_study_its_time_published_number_and_curves(sweep, tmp_path):
+    from bertjax import results
+
+    out, images = tmp_path / "results_root", tmp_path / "images"
+    shutil.copytree(sweep, out / "sst2_rank")
+    (out / "memory").mkdir()
+    (out / "memory" / "minilm.md").write_text("| method | total |\n|---|---:|\n| lora | 12.5 |\n")
+    findings = tmp_path / "findings.md"
+    findings.write_text("Findings: only as far as the seeds go.\n")
+    page = results.main(out, images, findings)
+    assert page.index("Findings: only as far") < page.index("## SST-2")
+    seconds = sum(s["wall_time_s"] for s in _summaries(sweep, "**"))
+    assert f"3 runs, {seconds / 60:.0f} min of training" in page
+    assert "0.90-0.92 dev accuracy" in page  # the published number beside ours
+    assert "| majority class |" in page
+    assert "Not run yet: `make acl_arc`" in page and "Not run yet: `make imdb`" in page
+    assert "| lora | 12.5 |" in page
+    png = images / "sst2_rank_curves_sst2.png"
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
+    assert f"]({images.name}/{png.name})" in page
