@@ -142,16 +142,18 @@ def table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def report(title: str, text: str, torch_info: dict, markdown: str | None) -> None:
+def report(title: str, text: str, torch_info: dict | None, markdown: str | None) -> None:
     """Prints `text`; with `markdown`, appends it with the machine and the command to that file."""
     print(text)
     if not markdown:
         return
-    machine = (
-        f"{cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__} "
-        f"({jax.devices()[0].platform}); torch {torch_info.get('torch')}, "
-        f"transformers {torch_info.get('transformers')}, {torch_info.get('threads')} torch threads"
-    )
+    backend = jax.devices()[0].platform
+    machine = f"{cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__} ({backend})"
+    if torch_info:  # None: a script that runs ours only
+        machine += (
+            f"; torch {torch_info.get('torch')}, transformers {torch_info.get('transformers')}, "
+            f"{torch_info.get('threads')} torch threads"
+        )
     command = shlex.join(["python", *sys.argv])
     with open(markdown, "a", encoding="utf-8") as f:
         f.write(f"\n### {title}\n\n{text}\n\nMachine: {machine}  \nCommand: `{command}`\n")
