@@ -114,15 +114,20 @@ def plot_curves(records: list[dict], out_png: Path, title: str = "") -> Path:
     return _save(fig, out_png)
 
 
-def plot_mean_curves(lines: list[tuple], out_png: Path, ylabel: str, title: str) -> Path:
+def plot_mean_curves(
+    lines: list[tuple], out_png: Path, ylabel: str, title: str, baseline: float | None = None
+) -> Path:
     """lines: (label, epochs [n], mean [n], std [n]) each: a line with markers and a ±std
-    band (learning curves of groups of runs over seeds)."""
+    band (learning curves of groups of runs over seeds); baseline: a dashed horizontal line
+    (the majority class's value of the metric)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, epochs, mean, std in lines:
         if not len(epochs):
             continue
         (line,) = ax.plot(epochs, mean, marker="o", label=label)
         ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    if baseline is not None and ax.lines:
+        ax.axhline(baseline, color="gray", linestyle="--", label=f"majority class ({baseline:.3f})")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     if ax.lines:
         ax.legend(fontsize="small")

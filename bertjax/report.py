@@ -311,7 +311,8 @@ def _label(g: dict, same: list[dict]) -> str:
 
 def plot_learning_curves(groups: list[dict], out_dir: Path) -> list[Path]:
     """One PNG per dataset: per group, the mean validation select metric per epoch with a
-    ±std band over seeds. Returns the files written (curves_<dataset>.png)."""
+    ±std band over seeds, and the majority class's value dashed. Returns the files written
+    (curves_<dataset>.png)."""
     files = []
     for dataset in dict.fromkeys(g["dataset"] for g in groups):
         same = [g for g in groups if g["dataset"] == dataset]
@@ -319,9 +320,12 @@ def plot_learning_curves(groups: list[dict], out_dir: Path) -> list[Path]:
         lines = [(_label(g, same), *curve(g["runs"], g["select_metric"])) for g in same]
         file = Path(out_dir) / f"curves_{re.sub(r'[^A-Za-z0-9._-]+', '_', dataset)}.png"
         title = f"{dataset}: mean ± std over seeds"
-        files.append(
-            plots.plot_mean_curves(lines, file, f"validation {' / '.join(metrics)}", title)
-        )
+        majority = _majority(same)
+        baseline = None
+        if majority and len(metrics) == 1:
+            baseline = majority.get("validation", {}).get(metrics[0])
+        ylabel = f"validation {' / '.join(metrics)}"
+        files.append(plots.plot_mean_curves(lines, file, ylabel, title, baseline))
     return files
 
 

@@ -11,6 +11,7 @@ folder is missing says how to run it. Only what the runs measured is printed.
 """
 
 import argparse
+import csv
 import platform
 import shutil
 from pathlib import Path
@@ -103,8 +104,19 @@ def study_section(folder: Path, name: str, spec: tuple, images: Path | None) -> 
             shutil.copyfile(png, images / f"{name}_{png.name}")
             lines += ["", f"![{title}: validation curves]({images.name}/{name}_{png.name})"]
     for sweep_md in sorted(folder.rglob("sweep.md")):
-        lines += ["", f"### {sweep_md.parent.name} sweep", "", _demote(sweep_md.read_text(), 3)]
+        if _cells(sweep_md.with_name("sweep.csv")) > 1:  # one cell's repeats the table above
+            lines += ["", f"### {sweep_md.parent.name} sweep", "", _demote(sweep_md.read_text(), 3)]
     return "\n".join(lines) + "\n"
+
+
+def _cells(sweep_csv: Path) -> int:
+    """Grid cells of a sweep: its sweep.csv rows (cell, the grid's keys, [seed], status, …)
+    with the seeds of one cell counted once."""
+    with open(sweep_csv, newline="") as f:
+        reader = csv.reader(f)
+        header, rows = next(reader), list(reader)
+    last = min(header.index(c) for c in ("seed", "status") if c in header)
+    return len({tuple(row[1:last]) for row in rows})
 
 
 def memory_section(folder: Path) -> str:
