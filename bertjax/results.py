@@ -32,6 +32,14 @@ STUDIES = (
         "here is 22M parameters against their 110M/125M, pretrained on general text.",
     ),
     (
+        "acl_arc_lr",
+        "ACL-ARC: the PEFT methods' learning rate (lr 5e-3 and 1e-2 × 3 seeds)",
+        "macro_f1,accuracy",
+        "make acl_arc_lr",
+        "No published counterpart: this sweep measures why the adapters and LoRA trail full "
+        "fine-tuning at lr 2e-3 above.",
+    ),
+    (
         "restaurants",
         "SemEval-14 restaurants aspect sentiment: full fine-tuning, Houlsby adapters, LoRA r32 "
         "× 5 seeds",
