@@ -15,10 +15,20 @@ SCHEDULES = ("linear", "constant", "cosine")
 SELECT_METRICS = ("accuracy", "f1", "macro_f1", "micro_f1", "mcc", "pearson", "spearman")
 
 
+def closest(value: str, allowed) -> str | None:
+    """The option a typo most likely meant: the only one `value` abbreviates ("acc" ->
+    "accuracy", not the nearer-spelled "mcc"), else the closest spelling, else None."""
+    starting = [option for option in allowed if option.startswith(value)] if value else []
+    if len(starting) == 1:
+        return starting[0]
+    close = difflib.get_close_matches(value, list(allowed), 1)
+    return close[0] if close else None
+
+
 def _choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        close = difflib.get_close_matches(str(value), allowed, 1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = closest(str(value), allowed)
+        hint = f" (did you mean {close!r}?)" if close else ""
         raise ValueError(f"{field}={value!r} is unknown{hint}; use one of {', '.join(allowed)}")
 
 

@@ -1,7 +1,6 @@
 """What train.py, eval.py and sweep.py share: quiet logs, one-line errors, config help."""
 
 import ast
-import difflib
 import errno
 import importlib.util
 import inspect
@@ -77,13 +76,15 @@ def _load_config(path: str | None):
 def unknown_field(config, name: str) -> str | None:
     """None when `name` is a field of config, else e.g. `optim.learning_rate (did you mean
     optim.lr?)`: the closest key at the first level that does not match."""
+    from bertjax.checks import closest
+
     node, parts = config, name.split(".")
     for i, part in enumerate(parts):
         keys = list(node.keys()) if hasattr(node, "keys") else []
         if part not in keys:
             initials = "".join(word[:1] for word in part.split("_"))  # learning_rate -> lr
-            close = [initials] if initials in keys else difflib.get_close_matches(part, keys, 1)
-            guess = ".".join([*parts[:i], close[0], *parts[i + 1 :]]) if close else None
+            close = initials if initials in keys else closest(part, keys)
+            guess = ".".join([*parts[:i], close, *parts[i + 1 :]]) if close else None
             return name + (f" (did you mean {guess}?)" if guess else "")
         node = node[part]
     return None

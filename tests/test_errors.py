@@ -110,6 +110,8 @@ def _config(**fields):
         ("dtype", "float16", r"dtype='float16' is unknown.*float32, bfloat16"),
         ("optim.schedule", "cosin", r"optim.schedule='cosin' is unknown \(did you mean 'cos"),
         ("train.select_metric", "loss", r"train.select_metric='loss' is unknown"),
+        # an abbreviation means the option it starts (not "mcc", nearer in spelling)
+        ("train.select_metric", "acc", r"'acc' is unknown \(did you mean 'accuracy'\?\)"),
         ("optim.accumulate", 0, r"optim.accumulate=0 must be an integer >= 1"),
         ("train.log_every", 0, r"train.log_every=0 must be an integer >= 1"),
         ("data.max_length", 0, r"data.max_length=0 must be an integer >= 1"),
