@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 import peft
-from bertjax import data, distributed, runs, sharding
+from bertjax import data, distributed, packing, runs, sharding
 from bertjax.build import build_model
 from bertjax.evaluate import metrics_of, predict
 from bertjax.pretrained import load_tokenizer
@@ -44,9 +44,11 @@ def load_run(run: Path, data_path: str | None = None, with_data: bool = True):
     return config, setup, trainable
 
 
-def _logits(setup, trainable, dataset, batch_size: int):
-    """Logits of the run's model on an encoded split: one eval step, every example once."""
+def _logits(config, setup, trainable, dataset):
+    """Logits of the run's model on an encoded split: one eval step, every example once, in
+    packed rows when the run trained with them (data.packing; the same logits)."""
     _, frozen = peft.partition(setup.params, setup.mask)
+    batch_size = config.train.eval_batch_size
     mesh = sharding.data_mesh()
     sharding.check_batch_size(batch_size, mesh, "train.eval_batch_size")
     return predict(
@@ -59,6 +61,7 @@ def _logits(setup, trainable, dataset, batch_size: int):
         setup.pad_id,
         setup.model.num_labels,
         mesh=mesh,
+        packing=packing.enabled(config.data.get("packing", False), setup.model),
     )
 
 
@@ -70,7 +73,7 @@ def evaluate_run(run: Path, split: str = "validation", data_path: str | None = N
     dataset = setup.splits[split]
     if not data.has_labels(dataset):
         raise ValueError(f"{run}: the {split!r} split has no labels to evaluate against")
-    logits = _logits(setup, trainable, dataset, config.train.eval_batch_size)
+    logits = _logits(config, setup, trainable, dataset)
     return metrics_of(logits, np.asarray(dataset["label"]), setup.model.num_labels)
 
 
@@ -110,7 +113,7 @@ def predict_file(run: Path, texts_file: Path, out_file: Path) -> tuple[Path, lis
     dataset = data.tokenize(
         {"predict": datasets.Dataset.from_dict(table)}, load_tokenizer(config.model), config.data
     )["predict"]
-    logits = _logits(setup, trainable, dataset, config.train.eval_batch_size)
+    logits = _logits(config, setup, trainable, dataset)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
     names = setup.label_names
     if distributed.is_primary():  # process 0 alone writes the file
