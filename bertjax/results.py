@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jax
 
-from bertjax import report
+from bertjax import report, runs
 
 # (folder under the results root, title, metrics shown, command, what was published)
 STUDIES = (
@@ -93,14 +93,13 @@ def study_section(folder: Path, name: str, spec: tuple, images: Path | None) -> 
     report's tables, its learning-curve images and each sweep's sweep.md."""
     title, metrics, command, published = spec
     result = report.write_report([folder], folder, metrics.split(","))
-    runs = [run for group in result["groups"] for run in group["runs"]]
-    minutes = sum(run["summary"].get("wall_time_s") or 0 for run in runs) / 60
+    found = [run for group in result["groups"] for run in group["runs"]]
     lines = [
         f"## {title}",
         "",
-        f"`{command}` (sizes and learning rates: Makefile); {len(runs)} runs, {minutes:.0f} min "
-        "of training in all (the runs' summed `wall_time_s`; the members of a vectorized group "
-        "each count the group's time).",
+        f"`{command}` (sizes and learning rates: Makefile); {len(found)} runs, "
+        f"{study_minutes(found):.0f} min of training (wall time, a vectorized group counted "
+        "once).",
         "",
         published,
         "",
@@ -115,6 +114,18 @@ def study_section(folder: Path, name: str, spec: tuple, images: Path | None) -> 
         if _cells(sweep_md.with_name("sweep.csv")) > 1:  # one cell's repeats the table above
             lines += ["", f"### {sweep_md.parent.name} sweep", "", _demote(sweep_md.read_text(), 3)]
     return "\n".join(lines) + "\n"
+
+
+def study_minutes(found: list[dict]) -> float:
+    """Wall minutes of a study's runs (report.load_run records): the summed `wall_time_s`,
+    each vectorized group once (its members share a sweep folder, a batch size and the
+    group's epoch times)."""
+    seconds = {}
+    for run in found:
+        summary = run["summary"]
+        group = (run["path"].parent, run["config"].get("train.batch_size"))
+        seconds[group + (summary.get("seconds_per_epoch"),)] = summary.get("wall_time_s") or 0
+    return sum(seconds.values()) / 60
 
 
 def _cells(sweep_csv: Path) -> int:
@@ -158,10 +169,10 @@ def main(out: Path, images: Path | None = None, findings: Path | None = None) ->
         parts += [findings.read_text().strip(), ""]
     for name, *spec in STUDIES:
         folder = out / name
-        if folder.is_dir():
+        if any(folder.rglob(runs.SUMMARY_FILE)):
             parts.append(study_section(folder, name, tuple(spec), images))
         else:
-            parts.append(f"## {spec[0]}\n\nNot run yet: `{spec[2]}`.\n")
+            parts.append(f"## {spec[0]}\n\nNo finished run yet: `{spec[2]}`.\n")
     memory = out / MEMORY[0]
     parts.append(memory_section(memory) if memory.is_dir() else f"## {MEMORY[1]}\n\nNot run yet.\n")
     return "\n".join(parts)

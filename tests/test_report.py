@@ -212,13 +212,26 @@ def test_results_page_has_each_study_its_time_published_number_and_curves(sweep,
     (out / "memory" / "minilm.md").write_text("| method | total |\n|---|---:|\n| lora | 12.5 |\n")
     findings = tmp_path / "findings.md"
     findings.write_text("Findings: only as far as the seeds go.\n")
+    # head_s0 and head_s1 as the members of one vectorized group (one folder, one batch
+    # size, the group's epoch times): its 100 s count once, bitfit_s0's 60 s beside it
+    for run, seconds, epoch in (
+        ("head_s0", 100, 50),
+        ("head_s1", 100, 50),
+        ("more/bitfit_s0", 60, 30),
+    ):
+        file = out / "sst2_rank" / run / runs.SUMMARY_FILE
+        summary = json.loads(file.read_text())
+        summary.update(wall_time_s=seconds, seconds_per_epoch=epoch)
+        runs.write_json(file, summary)
     page = results.main(out, images, findings)
     assert page.index("Findings: only as far") < page.index("## SST-2")
-    seconds = sum(s["wall_time_s"] for s in _summaries(sweep, "**"))
-    assert f"3 runs, {seconds / 60:.0f} min of training" in page
+    assert "3 runs, 3 min of training (wall time, a vectorized group counted once)" in page
     assert "0.90-0.92 dev accuracy" in page  # the published number beside ours
     assert "| majority class |" in page
-    assert "Not run yet: `make acl_arc`" in page and "Not run yet: `make imdb`" in page
+    (out / "imdb" / "full" / "started_cell").mkdir(parents=True)  # a study still running
+    page = results.main(out, images, findings)
+    assert "No finished run yet: `make acl_arc`" in page
+    assert "No finished run yet: `make imdb`" in page
     assert "| lora | 12.5 |" in page
     png = images / "sst2_rank_curves_sst2.png"
     assert png.read_bytes().startswith(PNG_SIGNATURE)
