@@ -8,11 +8,9 @@ peft: adapter_config.json + adapter_model.safetensors + the tokenizer, for
 `peft.AutoPeftModelForSequenceClassification.from_pretrained("exported/")`.
 """
 
-import sys
-
 from absl import app, flags
 
-from bertjax import export
+from bertjax import cli, export
 
 _CKPT = flags.DEFINE_string("ckpt", None, "Run folder written by train.py.", required=True)
 _OUT = flags.DEFINE_string("out", None, "Folder to write.", required=True)
@@ -21,10 +19,11 @@ _FORMAT = flags.DEFINE_enum("format", "merged", list(export.FORMATS), "What to w
 
 def main(argv):
     del argv
+    cli.setup_logging()
     try:
         print(export.export(_CKPT.value, _OUT.value, _FORMAT.value))
-    except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
+    except (ValueError, OSError) as err:
+        cli.fail(err)
 
 
 if __name__ == "__main__":

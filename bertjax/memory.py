@@ -304,6 +304,9 @@ def _main() -> None:
 
     def main(argv):
         del argv
+        from bertjax import cli
+
+        cli.setup_logging()
         config = config_flag.value
         batch_size = batch_flag.value or config.train.batch_size
         max_length = length_flag.value or config.data.max_length

@@ -44,6 +44,7 @@ def test_merged_export_pipeline_gives_predict_probabilities(
 ):
     out = _cli("export.py", "--ckpt", str(dora_run), "--out", str(tmp_path / "merged"))
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "libtpu" not in out.stderr and " INFO " not in out.stderr, out.stderr  # quiet logs
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(TEXTS) + "\n")
     written, _ = inference.predict_file(dora_run, texts, tmp_path / "p.tsv")

@@ -108,6 +108,7 @@ def test_cli_rows_and_agreement_with_xla(tmp_path):
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "libtpu" not in out.stderr, out.stderr  # the same quiet logs as train.py
     assert "batch 8 x length 32, float32" in out.stdout
     rows = _table_rows(out.stdout)
     assert list(rows) == list(memory.METHODS), out.stdout
