@@ -42,6 +42,11 @@ def mask_method(config):
     return peft_config(config) or config.peft.method
 
 
+def head_of(config, model) -> tuple[str, ...]:
+    """What trains whole beside a PEFT method: the family's head and peft.modules_to_save."""
+    return head_modules(model) + tuple(config.peft.get("modules_to_save") or ())
+
+
 def remat_of(config) -> bool | str:
     """config.train.remat checked: False, True or one of model.REMAT_POLICIES."""
     remat = config.train.get("remat", False)
@@ -81,7 +86,7 @@ def build_model(config, label_names: list, tokenizer, announce_new: bool = True)
         announce_new=announce_new,
         remat=remat_of(config),
     )
-    mask = peft.trainable_mask(params, mask_method(config), head=head_modules(model))
+    mask = peft.trainable_mask(params, mask_method(config), head=head_of(config, model))
     _, frozen = peft.partition(params, mask)
     return Setup(
         model,

@@ -26,6 +26,12 @@ def export(run, out, format: str = "merged") -> Path:
     if format not in FORMATS:
         raise ValueError(f"--format {format!r} unknown; use {' or '.join(FORMATS)}")
     model, params, names, config = load_trained(run)
+    extra = config.peft.get("modules_to_save")
+    if format == "peft" and extra:
+        raise ValueError(
+            f"{run}: peft.modules_to_save={tuple(extra)} is not written in the peft format "
+            "(only the head is); use --format merged"
+        )
     return write(model, params, out, format, label_names=names, base=str(config.model))
 
 

@@ -49,6 +49,14 @@ STUDIES = (
         "accuracy and 0.78-0.81 macro-F1 (the range reported across aspect-sentiment papers).",
     ),
     (
+        "restaurants_lr",
+        "SemEval-14 restaurants: the PEFT methods' learning rate (lr 5e-4 and 1e-3, seed 1)",
+        "macro_f1,accuracy",
+        "make restaurants_lr",
+        "No published counterpart: this sweep measures whether a smaller rate lets the adapters "
+        "and LoRA leave the majority class they keep at lr 5e-3 above.",
+    ),
+    (
         "sst2_rank",
         "SST-2: BitFit and LoRA on query with rank 1, 4, 16 (full fine-tuning for reference)",
         "accuracy",

@@ -35,6 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.peft = p = ml_collections.ConfigDict()
     p.method = "full"  # full | head | bitfit | lora | dora | ia3 | adapter
+    # more modules every PEFT method trains whole beside the head, as '/' paths, e.g.
+    # ("bert/pooler",) for a checkpoint whose pooler never trained (sentence-transformers)
+    p.modules_to_save = placeholder(tuple)  # Hugging Face peft's modules_to_save; None: none
     p.bitfit = bitfit = ml_collections.ConfigDict()
     bitfit.head = "all"  # BitFit's head: all (trains whole) | bias (its biases only)
     # lora and dora (LoRA + a learned magnitude per output unit) both read peft.lora.

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from bertjax import checkpoint, inference, runs, stopping, training
+from bertjax import checkpoint, export, inference, runs, stopping, training
 from tests.conftest import run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +85,33 @@ def test_pair_task_mrpc(tmp_path, tiny_bert_vocab_dir, shared_data, method):
     again = inference.evaluate_run(tmp_path / "mrpc", "test")
     again.pop("loss")
     assert again == summary["test"]
+
+
+def test_modules_to_save_train_beside_the_adapter_and_are_restored(
+    tmp_path, tiny_bert_vocab_dir, shared_data
+):
+    """peft.modules_to_save (HF peft's name): the pooler trains whole beside LoRA, is saved in
+    the checkpoints and restored by eval.py's path; without it the pooler stays frozen."""
+    lora = {"peft.method": "lora", "data.text_fields": ("sentence1", "sentence2")}
+    common = (tiny_bert_vocab_dir, shared_data / "mrpc")
+    plain = training.train(run_config(tmp_path / "plain", *common, **lora))
+    config = run_config(
+        tmp_path / "pooler", *common, **lora, **{"peft.modules_to_save": ("bert/pooler",)}
+    )
+    summary = training.train(config)
+    assert summary["trainable_params"] - plain["trainable_params"] == 32 * 32 + 32
+    trainable = _last_trainable(tmp_path / "pooler")
+    assert set(trainable["bert"]) == {"pooler", "encoder"}  # the pooler, the LoRA factors
+    assert "pooler" not in _last_trainable(tmp_path / "plain")["bert"]
+    _, setup, restored = inference.load_run(tmp_path / "pooler", with_data=False)
+    base_pooler = setup.params["bert"]["pooler"]["dense"]["kernel"]
+    trained_pooler = np.asarray(restored["bert"]["pooler"]["dense"]["kernel"])
+    assert not np.array_equal(trained_pooler, base_pooler)
+    again = inference.evaluate_run(tmp_path / "pooler", "test")
+    again.pop("loss")
+    assert again == summary["test"]
+    with pytest.raises(ValueError, match=r"modules_to_save=\('bert/pooler',\) is not written"):
+        export.export(tmp_path / "pooler", tmp_path / "out", "peft")
 
 
 def test_string_labels_acl_arc(tmp_path, tiny_bert_vocab_dir, shared_data):
