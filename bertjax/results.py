@@ -33,7 +33,7 @@ STUDIES = (
     ),
     (
         "acl_arc_lr",
-        "ACL-ARC: the PEFT methods' learning rate (lr 5e-3 and 1e-2 × 3 seeds)",
+        "ACL-ARC: the PEFT methods' learning rate (lr 5e-4 and 1e-3 × 3 seeds)",
         "macro_f1,accuracy",
         "make acl_arc_lr",
         "No published counterpart: this sweep measures why the adapters and LoRA trail full "
@@ -150,7 +150,7 @@ def memory_section(folder: Path) -> str:
     """The tables `make memory` wrote (python -m bertjax.memory), one per shape."""
     lines = [f"## {MEMORY[1]}", "", "`make memory` (`python -m bertjax.memory`, nothing trains)."]
     for table in sorted(folder.glob("*.md")):
-        lines += ["", table.read_text().strip()]
+        lines += ["", table.read_text().strip().replace("\n", "\n\n", 1)]  # title, table
     return "\n".join(lines) + "\n"
 
 
