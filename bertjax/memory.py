@@ -63,6 +63,7 @@ import jax.numpy as jnp
 from flax.traverse_util import flatten_dict
 
 import peft
+from bertjax import cli
 from bertjax.batching import abstract_batch
 from bertjax.build import peft_config, remat_of
 from bertjax.config import ModelConfig, model_config_from_hf
@@ -304,8 +305,6 @@ def _main() -> None:
 
     def main(argv):
         del argv
-        from bertjax import cli
-
         cli.setup_logging()
         config = config_flag.value
         batch_size = batch_flag.value or config.train.batch_size
