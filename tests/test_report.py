@@ -236,3 +236,34 @@ def test_results_page_has_each_study_its_time_published_number_and_curves(sweep,
     png = images / "sst2_rank_curves_sst2.png"
     assert png.read_bytes().startswith(PNG_SIGNATURE)
     assert f"]({images.name}/{png.name})" in page
+
+
+def test_results_records_keep_a_study_once_its_run_folders_are_gone(sweep, tmp_path):
+    """`--records`: the runs' small files are copied beside the page (no checkpoints) and the
+    page reads them; a study with neither runs nor records keeps its previous section."""
+    from bertjax import results
+
+    out, records = tmp_path / "runs_root", tmp_path / "records"
+    shutil.copytree(sweep, out / "sst2_rank")
+    results.archive(out, records)
+    copied = sorted(p.relative_to(records).as_posix() for p in records.rglob("*") if p.is_file())
+    assert copied == sorted(
+        f"sst2_rank/{run}/{name}"
+        for run in ("head_s0", "head_s1", "more/bitfit_s0")
+        for name in results.RECORD_FILES
+    )
+    shutil.rmtree(out)  # the machine that ran them is gone
+    previous = tmp_path / "RESULTS.md"
+    previous.write_text(
+        "# Results\n\n## IMDb: full fine-tuning vs BitFit, learning rate × batch size\n\n"
+        "| full | 0.861 |\n\n## Training memory: the analytic estimate against XLA's "
+        "compiled memory\n\n| lora | 12.5 |\n"
+    )
+    page = results.main(records, None, None, previous)
+    assert "| majority class |" in page  # sst2_rank regenerated from its records
+    imdb = page[page.index("## IMDb") : page.index("## Training memory")]
+    assert imdb.count(results.KEPT_NOTE) == 1 and "| full | 0.861 |" in imdb
+    assert "| lora | 12.5 |" in page
+    assert "No finished run yet: `make acl_arc`" in page
+    previous.write_text(page)
+    assert results.main(records, None, None, previous).count(results.KEPT_NOTE) == 2  # once each
