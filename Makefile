@@ -92,9 +92,13 @@ imdb_full:  # full fine-tuning, learning rate x batch size: 4,000 training revie
 	  --grid optim.lr=1e-4,3e-4 --grid train.batch_size=16,32 --workdir $(OUT)/imdb/full
 
 imdb_bitfit:  # BitFit at batch 16 on the same reviews, at lr 5e-3 (BitFit's best rate on
-	# SST-2 and MRPC) and 1e-3, one run each (RESULTS.md ran them side by side, one per core)
+	# SST-2 and MRPC) and 1e-3, one run each (RESULTS.md ran them side by side, one per core);
+	# and at 5e-3 with MiniLM's untrained pooler trained too (peft.modules_to_save)
 	$(foreach lr,5e-3 1e-3,$(PYTHON) sweep.py --config configs/imdb_bitfit.py $(COMMON) $(IMDB) \
 	  --grid optim.lr=$(lr) --grid train.batch_size=16 --workdir $(OUT)/imdb/bitfit_lr$(lr) &&) true
+	$(PYTHON) sweep.py --config configs/imdb_bitfit.py $(COMMON) $(IMDB) --grid optim.lr=5e-3 \
+	  --grid train.batch_size=16 --config.peft.modules_to_save='("bert/pooler",)' \
+	  --workdir $(OUT)/imdb/bitfit_pooler_lr5e-3
 
 acl_arc:  # ACL-ARC: all 1,688 training contexts, 3 epochs, batch 16, evaluated every 35
 	# steps; dev 114, test 139; 5 seeds
