@@ -38,11 +38,12 @@ STUDIES = (
     ),
     (
         "acl_arc_lr",
-        "ACL-ARC: the PEFT methods' learning rate (lr 5e-4 and 1e-3 × 3 seeds)",
+        "ACL-ARC: Houlsby adapters and LoRA r32 at lr 1e-3 × 3 seeds",
         "macro_f1,accuracy",
         "make acl_arc_lr",
-        "No published counterpart: this sweep measures why the adapters and LoRA trail full "
-        "fine-tuning at lr 2e-3 above.",
+        "No published counterpart: this measures whether the rate at which the adapters and "
+        "LoRA learn on restaurants (restaurants_lr) lets them leave the majority class they "
+        "stay near at lr 2e-3 above.",
     ),
     (
         "restaurants",
@@ -129,6 +130,20 @@ def previous_sections(page: str) -> dict[str, str]:
         if heading is not None:
             sections[heading] = sections.get(heading, "") + line + "\n"
     return {h: s for h, s in sections.items() if not any(p in s for p in NOT_RUN)}
+
+
+def section(title: str, fresh: str | None, kept: dict[str, str], not_run: str) -> str:
+    """A study's section: `fresh` (rebuilt from its records) where it has runs, else its
+    section of the previous page (`kept`, marked as kept), else `not_run` under its title."""
+    if fresh is not None:
+        return fresh
+    if f"## {title}" in kept:
+        return kept_section(kept[f"## {title}"])
+    return f"## {title}\n\n{not_run}\n"
+
+
+def _has_runs(folder: Path) -> bool:
+    return any(folder.rglob(runs.SUMMARY_FILE))
 
 
 def kept_section(section: str) -> str:
@@ -243,19 +258,11 @@ def main(
         parts += [findings.read_text().strip(), ""]
     for name, *spec in STUDIES:
         folder = out / name
-        if any(folder.rglob(runs.SUMMARY_FILE)):
-            parts.append(study_section(folder, name, tuple(spec), images))
-        elif f"## {spec[0]}" in kept:
-            parts.append(kept_section(kept[f"## {spec[0]}"]))
-        else:
-            parts.append(f"## {spec[0]}\n\n{NOT_RUN[0]} `{spec[2]}`.\n")
+        fresh = study_section(folder, name, tuple(spec), images) if _has_runs(folder) else None
+        parts.append(section(spec[0], fresh, kept, f"{NOT_RUN[0]} `{spec[2]}`."))
     memory = out / MEMORY[0]
-    if memory.is_dir():
-        parts.append(memory_section(memory))
-    elif f"## {MEMORY[1]}" in kept:
-        parts.append(kept_section(kept[f"## {MEMORY[1]}"]))
-    else:
-        parts.append(f"## {MEMORY[1]}\n\n{NOT_RUN[1]}\n")
+    fresh = memory_section(memory) if memory.is_dir() else None
+    parts.append(section(MEMORY[1], fresh, kept, NOT_RUN[1]))
     return "\n".join(parts)
 
 
