@@ -38,12 +38,14 @@ STUDIES = (
     ),
     (
         "acl_arc_lr",
-        "ACL-ARC: Houlsby adapters and LoRA r32 at lr 1e-3 × 3 seeds",
+        "ACL-ARC: Houlsby adapters and LoRA r32 at lr 1e-3 × 3 seeds, with and without the "
+        "pooler trained",
         "macro_f1,accuracy",
-        "make acl_arc_lr",
+        "make acl_arc_lr acl_arc_pooler",
         "No published counterpart: this measures whether the rate at which the adapters and "
         "LoRA learn on restaurants (restaurants_lr) lets them leave the majority class they "
-        "stay near at lr 2e-3 above.",
+        "stay near at lr 2e-3 above, and what training MiniLM's untrained pooler beside them "
+        "(peft.modules_to_save) adds.",
     ),
     (
         "restaurants",
@@ -83,7 +85,7 @@ STUDIES = (
         "mrpc_rank",
         "MRPC: BitFit and LoRA on query with rank 1, 4, 16 (full fine-tuning for reference)",
         "accuracy,f1",
-        "make mrpc_rank",
+        "make mrpc_rank mrpc_long mrpc_pooler",
         "Published with bert-base: about 0.80-0.85 dev accuracy for BitFit and query-only LoRA.",
     ),
     (

@@ -267,3 +267,19 @@ def test_results_records_keep_a_study_once_its_run_folders_are_gone(sweep, tmp_p
     assert "No finished run yet: `make acl_arc`" in page
     previous.write_text(page)
     assert results.main(records, None, None, previous).count(results.KEPT_NOTE) == 2  # once each
+
+
+def test_results_commands_are_makefile_targets():
+    """Each study's command on the page (`make a b`) names targets the Makefile defines and
+    lists as phony, so a reader can run what the page says."""
+    from bertjax import results
+
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    phony = next(line for line in makefile.splitlines() if line.startswith(".PHONY:")).split()
+    defined = {line.split(":")[0] for line in makefile.splitlines() if line[:1].isalpha()}
+    for _, _, _, command, _ in results.STUDIES:
+        make, *targets = command.split()
+        assert make == "make" and targets, command
+        for target in targets:
+            assert target in phony and target in defined, target
+    assert "memory" in phony and "page" in phony
