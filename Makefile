@@ -59,6 +59,8 @@ page:  # RESULTS.md from the runs' records: copied from $(OUT) into results/runs
 
 rank: sst2_rank mrpc_rank mrpc_long mrpc_pooler
 
+MRPC := --config.data.path=$(DATA)/mrpc --config.data.splits.validation=dev
+
 sst2_rank: PEFT_LR = 5e-3  # SST-2's sweep (bench/RESULTS.md)
 sst2_rank:  # BitFit and LoRA on query (r 1, 4, 16), full as reference: 5,000 training
 	# sentences, 2 epochs, batch 32, evaluated every 78 steps; dev 872, test 1,821; 3 seeds
@@ -73,20 +75,17 @@ mrpc_rank:  # the same methods on all 3,668 MRPC pairs, 2 epochs, batch 32, eval
 	# 40 steps; dev 408, test 1,725; 3 seeds (RESULTS.md's LoRA rows: SEEDS=1,2, for time);
 	# and BitFit at lr 1e-3
 	$(foreach m,$(RANK_METHODS),$(PYTHON) sweep.py --config configs/mrpc_lora.py $(COMMON) \
-	  $($(m)) --config.data.path=$(DATA)/mrpc --config.data.splits.validation=dev \
-	  --config.train.epochs=2 --config.train.eval_every=40 --grid train.batch_size=32 \
+	  $($(m)) $(MRPC) --config.train.epochs=2 --config.train.eval_every=40 --grid train.batch_size=32 \
 	  --seeds $(SEEDS) $(call vectorize,$(m)) --workdir $(OUT)/mrpc_rank/$(m) &&) true
 	$(PYTHON) sweep.py --config configs/mrpc_lora.py $(COMMON) $(bitfit) --config.optim.lr=1e-3 \
-	  --config.data.path=$(DATA)/mrpc --config.data.splits.validation=dev \
-	  --config.train.epochs=2 --config.train.eval_every=40 --grid train.batch_size=32 \
+	  $(MRPC) --config.train.epochs=2 --config.train.eval_every=40 --grid train.batch_size=32 \
 	  --seeds $(SEEDS) --vectorize --workdir $(OUT)/mrpc_rank/bitfit_lr1e-3
 
 mrpc_long: PEFT_LR = 5e-3
 mrpc_long:  # BitFit at 5e-3 for 5 epochs (570 steps), 3 seeds: at 2 epochs its validation
 	# accuracy was still rising; does it reach the published range with more steps?
 	$(PYTHON) sweep.py --config configs/mrpc_lora.py $(COMMON) $(bitfit) \
-	  --config.data.path=$(DATA)/mrpc --config.data.splits.validation=dev \
-	  --config.train.epochs=5 --config.train.eval_every=57 --grid train.batch_size=32 \
+	  $(MRPC) --config.train.epochs=5 --config.train.eval_every=57 --grid train.batch_size=32 \
 	  --seeds $(SEEDS) --vectorize --workdir $(OUT)/mrpc_rank/bitfit_5epochs
 
 mrpc_pooler: PEFT_LR = 5e-3
@@ -94,8 +93,7 @@ mrpc_pooler:  # BitFit and LoRA on query r4 at 5e-3, 2 epochs, with MiniLM's unt
 	# trained too (peft.modules_to_save): the pooler is what stops BitFit on IMDb and LoRA on
 	# ACL-ARC; 3 seeds (RESULTS.md's LoRA row: SEEDS=1,2, for time)
 	$(foreach m,bitfit lora_q_r4,$(PYTHON) sweep.py --config configs/mrpc_lora.py $(COMMON) \
-	  $($(m)) --config.peft.modules_to_save='("bert/pooler",)' --config.data.path=$(DATA)/mrpc \
-	  --config.data.splits.validation=dev --config.train.epochs=2 --config.train.eval_every=40 \
+	  $($(m)) --config.peft.modules_to_save='("bert/pooler",)' $(MRPC) --config.train.epochs=2 --config.train.eval_every=40 \
 	  --grid train.batch_size=32 --seeds $(SEEDS) --vectorize \
 	  --workdir $(OUT)/mrpc_rank/$(m)_pooler &&) true
 
