@@ -54,7 +54,7 @@ results: acl_arc acl_arc_lr acl_arc_pooler restaurants restaurants_lr restaurant
 
 page:  # RESULTS.md from the runs' records: copied from $(OUT) into results/runs (committed;
 	# no checkpoints), so studies run elsewhere stay; a study with no records keeps its section
-	$(PYTHON) -m bertjax.results $(OUT) --records results/runs --previous RESULTS.md \
+	$(PYTHON) -m bertjax.studies.results $(OUT) --records results/runs --previous RESULTS.md \
 	  > RESULTS.md.new && mv RESULTS.md.new RESULTS.md
 
 rank: sst2_rank mrpc_rank mrpc_long mrpc_pooler
@@ -172,7 +172,7 @@ restaurants:  # SemEval-14 restaurants: 3,608 aspect pairs (10% held out for val
 
 memory:  # the analytic estimate beside XLA's compiled memory, per method (nothing trains)
 	mkdir -p $(OUT)/memory
-	$(PYTHON) -m bertjax.memory --config configs/sst2_lora.py --config.model=$(MODEL) \
+	$(PYTHON) -m bertjax.train.memory --config configs/sst2_lora.py --config.model=$(MODEL) \
 	  --batch_size 32 --max_length 128 > $(OUT)/memory/minilm_32x128.md
-	$(PYTHON) -m bertjax.memory --config configs/imdb_full.py --config.model=$(MODEL) \
+	$(PYTHON) -m bertjax.train.memory --config configs/imdb_full.py --config.model=$(MODEL) \
 	  --batch_size 16 --max_length 256 > $(OUT)/memory/minilm_16x256.md

@@ -12,7 +12,9 @@ import json
 
 from absl import app, flags
 
-from bertjax import cli, distributed, inference, xla_cache
+from bertjax import cli
+from bertjax.parallel import distributed
+from bertjax.train import inference, xla_cache
 
 _CKPT = flags.DEFINE_string("ckpt", None, "Run folder written by train.py.", required=True)
 _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"], "Split to evaluate.")

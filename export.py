@@ -10,7 +10,8 @@ peft: adapter_config.json + adapter_model.safetensors + the tokenizer, for
 
 from absl import app, flags
 
-from bertjax import cli, export
+from bertjax import cli
+from bertjax.hub import export
 
 _CKPT = flags.DEFINE_string("ckpt", None, "Run folder written by train.py.", required=True)
 _OUT = flags.DEFINE_string("out", None, "Folder to write.", required=True)

@@ -13,7 +13,8 @@ on stderr, the files written.
 import argparse
 import sys
 
-from bertjax import cli, report
+from bertjax import cli
+from bertjax.studies import report
 
 
 def main():

@@ -17,7 +17,10 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from bertjax import checks, cli, distributed, sweep, xla_cache
+from bertjax import cli
+from bertjax.parallel import distributed
+from bertjax.studies import sweep
+from bertjax.train import checks, xla_cache
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a configs/*.py file.", lock_config=True

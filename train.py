@@ -14,7 +14,10 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from bertjax import checks, cli, distributed, training, xla_cache
+from bertjax import cli
+from bertjax.parallel import distributed
+from bertjax.train import checks, xla_cache
+from bertjax.train import loop as training
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a configs/*.py file.", lock_config=True

@@ -5,7 +5,7 @@
 Both sides train the same seeded subset of /work/shared/data/sst2/train.tsv for one epoch
 (MiniLM-L6, batch 32, max_length 128, AdamW lr 1e-4, weight decay 0.01, linear schedule with
 10% warmup, clip 1.0, dropout on, len // 32 steps) and evaluate the full dev set (872).
-Ours: the real `bertjax.training.train` path in a temp workdir; its epoch time includes the
+Ours: the real `bertjax.train.loop.train` path in a temp workdir; its epoch time includes the
 XLA compiles (reported separately, from jax.monitoring); packed rows (data.packing) or length
 buckets. PyTorch: BertForSequenceClassification with DataCollatorWithPadding (pad to the longest
 in each batch), once with a shuffled DataLoader (dynamic padding) and once with Trainer's
@@ -21,8 +21,10 @@ import common
 import jax
 import numpy as np
 
-from bertjax import batching, data, training
-from bertjax.pretrained import load_tokenizer
+from bertjax import data
+from bertjax.data import batching
+from bertjax.hub.pretrained import load_tokenizer
+from bertjax.train import loop as training
 
 
 def write_subset(folder: Path, n: int, seed: int) -> None:

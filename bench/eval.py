@@ -3,7 +3,7 @@
     python bench/eval.py [--examples 4000 --repeats 3 --markdown bench/results.md]
 
 MiniLM-L6 with a seeded 2-label head, exported with `bertjax.save_pretrained` so both sides run
-the same weights; float32, batch 128, max_length 128. Ours: `bertjax.evaluate.predict`
+the same weights; float32, batch 128, max_length 128. Ours: `bertjax.train.evaluate.predict`
 (`batching.eval_batches`: packed rows, or with --packing 0 sorted by length and padded to
 buckets; jitted `make_eval_step`).
 PyTorch: `torch.no_grad()`, batches in dataset order padded to their longest example
@@ -21,9 +21,10 @@ import numpy as np
 
 import bertjax
 import peft
-from bertjax import batching, data
-from bertjax.evaluate import predict
-from bertjax.steps import make_eval_step
+from bertjax import data
+from bertjax.data import batching
+from bertjax.train.evaluate import predict
+from bertjax.train.steps import make_eval_step
 
 
 def write_split(folder: Path, examples: int | None) -> Path:

@@ -14,8 +14,8 @@ import jax
 
 import bertjax
 import peft
-from bertjax.optim import make_optimizer
-from bertjax.steps import compiled_memory, init_state, make_train_step
+from bertjax.train.optim import make_optimizer
+from bertjax.train.steps import compiled_memory, init_state, make_train_step
 
 METHODS = common.METHODS
 

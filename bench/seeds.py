@@ -17,7 +17,7 @@ import numpy as np
 from epoch import make_config, write_subset
 from scipy import stats
 
-from bertjax import training
+from bertjax.train import loop as training
 
 
 def main():

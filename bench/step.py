@@ -19,8 +19,8 @@ import jax
 
 import bertjax
 import peft
-from bertjax.optim import make_optimizer
-from bertjax.steps import init_state, make_train_step
+from bertjax.train.optim import make_optimizer
+from bertjax.train.steps import init_state, make_train_step
 
 
 def analytic_flops(method: str, cfg, batch: int, seq: int) -> float:

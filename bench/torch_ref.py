@@ -92,7 +92,8 @@ def build_model(path: str, method: str, lora_dropout: float = 0.0):
 
 
 def make_optimizer(trainable, lr, weight_decay, warmup_steps, total_steps):
-    """AdamW (decay off for biases and LayerNorm, as bertjax.optim.decay_mask) + linear schedule."""
+    """AdamW (decay off for biases and LayerNorm, as bertjax.train.optim.decay_mask) + linear
+    schedule."""
     no_decay = [p for n, p in trainable if n.endswith("bias") or "LayerNorm" in n]
     decay = [p for n, p in trainable if not (n.endswith("bias") or "LayerNorm" in n)]
     groups = [

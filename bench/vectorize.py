@@ -22,7 +22,7 @@ from pathlib import Path
 
 import common
 
-from bertjax import training
+from bertjax.train import loop as training
 
 
 def make_config(args, workdir: Path, lr: float, seed: int, max_steps: int | None = None):

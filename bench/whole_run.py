@@ -27,14 +27,14 @@ from epoch import make_config, token_counts, write_subset
 # phase -> (module, function) timed in the child; the loop's remainder is the train steps.
 PHASES = {
     "tokenization (data.prepare)": ("bertjax.data", "prepare"),
-    "weights (from_pretrained)": ("bertjax.build", "from_pretrained"),
-    "state init / resume check": ("bertjax.training", "_initial_state"),
-    "train step compile (+ memory analysis)": ("bertjax.training", "precompiled"),
-    "evaluation passes": ("bertjax.training", "predict"),
+    "weights (from_pretrained)": ("bertjax.train.build", "from_pretrained"),
+    "state init / resume check": ("bertjax.train.loop", "_initial_state"),
+    "train step compile (+ memory analysis)": ("bertjax.train.loop", "precompiled"),
+    "evaluation passes": ("bertjax.train.loop", "predict"),
     "checkpoint writes (last)": ("bertjax.runs", "save_last"),
     "checkpoint writes (best)": ("bertjax.runs", "save_best"),
     "restore best": ("bertjax.runs", "restore_best"),
-    "curves.png": ("bertjax.training", "plot_curves"),
+    "curves.png": ("bertjax.train.loop", "plot_curves"),
 }
 
 
@@ -46,7 +46,8 @@ def child(args) -> None:
 
     import jax
 
-    from bertjax import training, xla_cache
+    from bertjax.train import loop as training
+    from bertjax.train import xla_cache
 
     imports_s = time.perf_counter() - started
     xla_cache.enable()  # BERTJAX_XLA_CACHE, set by the parent

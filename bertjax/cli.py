@@ -76,7 +76,7 @@ def _load_config(path: str | None):
 def unknown_field(config, name: str) -> str | None:
     """None when `name` is a field of config, else e.g. `optim.learning_rate (did you mean
     optim.lr?)`: the closest key at the first level that does not match."""
-    from bertjax.checks import closest
+    from bertjax.train.checks import closest
 
     node, parts = config, name.split(".")
     for i, part in enumerate(parts):
@@ -173,7 +173,7 @@ def field_comments(module) -> dict[str, str]:
 
 def config_fields_help(config) -> str:
     """Every field of config: name, its value there and its meaning (configs/base.py)."""
-    from bertjax.checks import flat_fields
+    from bertjax.train.checks import flat_fields
     from configs import base
 
     meanings = field_comments(base)

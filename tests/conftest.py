@@ -14,7 +14,7 @@ def compilation_cache(tmp_path_factory):
     same step shapes recur across tests; never the user's ~/.cache."""
     import os
 
-    from bertjax import xla_cache
+    from bertjax.train import xla_cache
 
     folder = tmp_path_factory.mktemp("xla_cache")
     os.environ["BERTJAX_XLA_CACHE"] = str(folder)

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bertjax import batching, data
+from bertjax import data
+from bertjax.data import batching
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no shared data at {DATA}")

@@ -16,9 +16,9 @@ from transformers import (
 )
 from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
 
-from bertjax import deberta
-from bertjax.convert import flax_to_hf, hf_to_flax
-from bertjax.model import build as model_build  # LoRA wraps the family's model
+from bertjax.hub.convert import flax_to_hf, hf_to_flax
+from bertjax.models import deberta
+from bertjax.models.families import build as model_build  # LoRA wraps the family's model
 from peft.adapter import AdapterConfig
 from peft.lora import LoraConfig
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bertjax.dropout import dropout, keep_mask
+from bertjax.models.dropout import dropout, keep_mask
 
 SHAPE = (64, 128, 128)  # 1M elements: the standard error of a keep rate is ~3e-4
 

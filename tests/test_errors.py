@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bertjax import checks
+from bertjax.train import checks
 from configs import base, sst2_lora, tiny
 
 REPO = Path(__file__).resolve().parents[1]
@@ -267,7 +267,7 @@ def test_corrupt_weights_name_the_file(tmp_path, tiny_bert_vocab_dir, data_dir):
 
 def test_truncated_pytorch_bin_names_the_file(tmp_path):
     torch = pytest.importorskip("torch")
-    from bertjax.pretrained import read_state_dict
+    from bertjax.hub.pretrained import read_state_dict
 
     file = tmp_path / "pytorch_model.bin"
     torch.save({"w": torch.zeros(64)}, file)

@@ -12,7 +12,9 @@ import pytest
 
 import bertjax
 import peft
-from bertjax import export, hf_peft, inference, training
+from bertjax.hub import export, hf_peft
+from bertjax.train import inference
+from bertjax.train import loop as training
 from tests.conftest import run_config
 from tests.hf_reference import reference
 

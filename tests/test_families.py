@@ -9,8 +9,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 
 import bertjax
 import peft
-from bertjax.families import head_modules
-from bertjax.model import build
+from bertjax.models.families import build, head_modules
 from tests.conftest import TINY_DISTILBERT, TINY_ELECTRA, run_config
 from tests.test_parity import TOL, _batch, _max_diff_hidden, _torch
 
@@ -305,7 +304,7 @@ def test_bfloat16_is_finite_and_close(fixture, request):
 def test_family_configs_target_real_layers(name, fixture):
     import importlib
 
-    from bertjax.build import peft_config
+    from bertjax.train.build import peft_config
 
     config = importlib.import_module(f"configs.{name}").get_config()
     assert fixture in config.model
@@ -315,7 +314,7 @@ def test_family_configs_target_real_layers(name, fixture):
 
 
 def test_memory_estimate_for_distilbert(tiny_distilbert_dir, monkeypatch):
-    from bertjax import memory
+    from bertjax.train import memory
     from configs import tiny
 
     config = tiny.get_config()
@@ -340,7 +339,8 @@ def test_memory_estimate_for_distilbert(tiny_distilbert_dir, monkeypatch):
 
 @pytest.mark.slow
 def test_lora_training_run_on_distilbert(tmp_path, tiny_distilbert_vocab_dir, shared_data):
-    from bertjax import inference, training
+    from bertjax.train import inference
+    from bertjax.train import loop as training
 
     config = run_config(
         tmp_path / "distilbert_lora",

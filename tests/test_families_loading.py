@@ -14,7 +14,7 @@ from transformers import (
 
 import bertjax
 import peft
-from bertjax.families import head_modules
+from bertjax.models.families import head_modules
 
 TINY = dict(vocab_size=99, hidden_size=32, num_attention_heads=4, num_labels=3)
 CONFIGS = {

@@ -10,7 +10,7 @@ import pytest
 
 import bertjax
 import peft
-from bertjax import hf_peft
+from bertjax.hub import hf_peft
 from tests.hf_reference import reference, require_hf_peft
 from tests.test_model import BERT_BASE, ROBERTA_BASE, abstract_params
 from tests.test_with_lora import _randomise

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import peft
-from bertjax import memory
+from bertjax.train import memory
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def test_cli_rows_and_agreement_with_xla(tmp_path):
     flags = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
     env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()}
     out = subprocess.run(
-        [sys.executable, "-m", "bertjax.memory", "--config", "configs/tiny.py"]
+        [sys.executable, "-m", "bertjax.train.memory", "--config", "configs/tiny.py"]
         + [f"--config.model={model}"],
         cwd=REPO,
         env=env,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bertjax.metrics import compute_metrics, rank_average
+from bertjax.train.metrics import compute_metrics, rank_average
 
 
 def one_hot_logits(preds: list[int], num_labels: int) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 from flax.traverse_util import flatten_dict
 
 import bertjax
-from bertjax.model import build
+from bertjax.models.families import build
 from tests.conftest import TINY
 
 BERT_TINY = dict(
@@ -136,7 +136,7 @@ def test_roberta_positions_skip_pads():
     cfg = bertjax.model_config_from_hf(dict(TINY, model_type="roberta", pad_token_id=1))
     ids = jnp.array([[0, 5, 6, 2, 1, 1], [0, 7, 1, 8, 2, 1]])
     np.testing.assert_array_equal(
-        bertjax.model.position_ids(ids, cfg), [[2, 3, 4, 5, 1, 1], [2, 3, 1, 4, 5, 1]]
+        bertjax.models.bert.position_ids(ids, cfg), [[2, 3, 4, 5, 1, 1], [2, 3, 1, 4, 5, 1]]
     )
 
 
@@ -273,7 +273,7 @@ def test_new_head_and_lora_weights_are_a_seeded_init_and_the_rest_is_loaded(tmp_
     """Only the leaves a checkpoint lacks are initialised (the rest of the init is dead code
     to XLA), with the values a full seeded init of the same model gives them."""
     import peft
-    from bertjax import pretrained
+    from bertjax.hub import pretrained
 
     encoder, base_params = bertjax.from_config(dict(TINY, model_type="bert"), seed=1)  # bare
     bertjax.save_pretrained(encoder, base_params, tmp_path)

@@ -12,7 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from bertjax import checkpoint, distributed, runs, stopping
+from bertjax import runs
+from bertjax.parallel import distributed
+from bertjax.runs import checkpoint
+from bertjax.train import stopping
 
 REPO = Path(__file__).resolve().parents[1]
 INTERRUPT_AT = 48  # of 64 steps: mid-epoch 2, a log step (where the processes agree to stop)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import peft
-from bertjax import batching, evaluate, packing, steps
-from bertjax.pretrained import from_pretrained
+from bertjax.data import batching, packing
+from bertjax.hub.pretrained import from_pretrained
+from bertjax.train import evaluate, steps
 
 FIXTURES = ["tiny_bert_dir", "tiny_roberta_dir", "tiny_distilbert_dir", "tiny_electra_dir"]
 PEFT = {

@@ -9,8 +9,8 @@ import pytest
 
 import bertjax
 import peft
-from bertjax.optim import count_moments, make_optimizer
-from bertjax.steps import init_state, make_train_step, run_state
+from bertjax.train.optim import count_moments, make_optimizer
+from bertjax.train.steps import init_state, make_train_step, run_state
 from tests.conftest import TINY
 from tests.test_model import BERT_BASE, BERT_TINY, ROBERTA_BASE, abstract_params
 

@@ -4,8 +4,8 @@ with one evaluation still reads (x in steps, limits that do not blow up noise)."
 import matplotlib.image as mpimg
 import numpy as np
 
-from bertjax import plots
-from bertjax.plots import plot_curves
+from bertjax.runs import plots
+from bertjax.runs.plots import plot_curves
 
 
 def _records(with_validation: bool) -> list[dict]:

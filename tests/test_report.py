@@ -11,7 +11,10 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from bertjax import evaluate, report, runs, training
+from bertjax import runs
+from bertjax.studies import report
+from bertjax.train import evaluate
+from bertjax.train import loop as training
 from tests.conftest import run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,7 +207,7 @@ def test_settings_column_names_what_differs(sweep, tmp_path):
 
 
 def test_results_page_has_each_study_its_time_published_number_and_curves(sweep, tmp_path):
-    from bertjax import results
+    from bertjax.studies import results
 
     out, images = tmp_path / "results_root", tmp_path / "images"
     shutil.copytree(sweep, out / "sst2_rank")
@@ -241,7 +244,7 @@ def test_results_page_has_each_study_its_time_published_number_and_curves(sweep,
 def test_results_records_keep_a_study_once_its_run_folders_are_gone(sweep, tmp_path):
     """`--records`: the runs' small files are copied beside the page (no checkpoints) and the
     page reads them; a study with neither runs nor records keeps its previous section."""
-    from bertjax import results
+    from bertjax.studies import results
 
     out, records = tmp_path / "runs_root", tmp_path / "records"
     shutil.copytree(sweep, out / "sst2_rank")
@@ -272,7 +275,7 @@ def test_results_records_keep_a_study_once_its_run_folders_are_gone(sweep, tmp_p
 def test_results_commands_are_makefile_targets():
     """Each study's command on the page (`make a b`) names targets the Makefile defines and
     lists as phony, so a reader can run what the page says."""
-    from bertjax import results
+    from bertjax.studies import results
 
     makefile = (Path(__file__).parent.parent / "Makefile").read_text()
     phony = next(line for line in makefile.splitlines() if line.startswith(".PHONY:")).split()

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertjax import runs, stopping, training
+from bertjax import runs
+from bertjax.train import loop as training
+from bertjax.train import stopping
 from tests.conftest import run_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from bertjax import checkpoint, training
+from bertjax.runs import checkpoint
+from bertjax.train import loop as training
 from tests.conftest import TINY, run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,9 +19,9 @@ STEP_CHECK = """
 import json, sys
 import jax, numpy as np, ml_collections
 import bertjax, peft
-from bertjax import sharding
-from bertjax.optim import make_optimizer
-from bertjax.steps import init_state, make_eval_step, make_train_step, run_state
+from bertjax.parallel import sharding
+from bertjax.train.optim import make_optimizer
+from bertjax.train.steps import init_state, make_eval_step, make_train_step, run_state
 
 assert jax.device_count() == 4, jax.devices()
 tiny = json.loads(sys.argv[1])

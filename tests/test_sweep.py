@@ -10,17 +10,12 @@ import jax
 import numpy as np
 import pytest
 
-from bertjax import (
-    batching,
-    build,
-    checkpoint,
-    groups,
-    runs,
-    stopping,
-    sweep,
-    sweep_report,
-    training,
-)
+from bertjax import runs
+from bertjax.data import batching
+from bertjax.runs import checkpoint
+from bertjax.studies import sweep, sweep_report
+from bertjax.train import build, groups, stopping
+from bertjax.train import loop as training
 from tests.conftest import run_config
 
 REPO = Path(__file__).resolve().parents[1]

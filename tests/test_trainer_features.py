@@ -15,10 +15,13 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 from tensorboard.util.tensor_util import make_ndarray
 
 import peft
-from bertjax import checkpoint, memory, runs, stopping, training
-from bertjax.build import remat_of
-from bertjax.optim import make_optimizer
-from bertjax.steps import init_state, loss_fn, make_train_step, stack_states
+from bertjax import runs
+from bertjax.runs import checkpoint
+from bertjax.train import loop as training
+from bertjax.train import memory, stopping
+from bertjax.train.build import remat_of
+from bertjax.train.optim import make_optimizer
+from bertjax.train.steps import init_state, loss_fn, make_train_step, stack_states
 from tests.conftest import TINY, run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,9 +213,8 @@ def _last(run: Path):
 def _tiny_model(remat=False, **overrides):
     from transformers import BertConfig
 
-    from bertjax.config import model_config_from_hf
-    from bertjax.model import build
-    from bertjax.pretrained import from_config
+    from bertjax.hub.pretrained import from_config
+    from bertjax.models.families import build, model_config_from_hf
 
     hf = BertConfig(**{**TINY, **overrides})
     _, params = from_config(hf, 3)
@@ -294,7 +296,7 @@ def test_remat_gives_the_same_loss_and_gradients(remat):
 
 REMAT_MEMORY = """
 import json, jax, jax.numpy as jnp, numpy as np
-from bertjax.steps import compiled_memory, loss_fn
+from bertjax.train.steps import compiled_memory, loss_fn
 from tests.test_trainer_features import _tiny_model
 shape = dict(num_hidden_layers=4, max_position_embeddings=128)
 ids = jnp.zeros((16, 128), jnp.int32)
@@ -312,7 +314,7 @@ print(json.dumps(temp))
 
 def test_remat_lowers_the_temp_memory_of_the_backward_pass():
     """XLA's temp memory of loss and gradients, 4 layers at 16 x 128 (attention maps
-    dominate), with the memory-aware CPU schedule (bertjax.memory.CPU_MEMORY_SCHEDULER; the
+    dominate), with the memory-aware CPU schedule (bertjax.train.memory.CPU_MEMORY_SCHEDULER; the
     default CPU scheduler ignores memory). Measured (jax 0.10.2): 56.9 MiB without remat,
     36.5 MiB with."""
     env = {**os.environ, "XLA_FLAGS": memory.CPU_MEMORY_SCHEDULER, "JAX_PLATFORMS": "cpu"}

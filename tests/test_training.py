@@ -10,7 +10,11 @@ import jax
 import numpy as np
 import pytest
 
-from bertjax import checkpoint, export, inference, runs, stopping, training
+from bertjax import runs
+from bertjax.hub import export
+from bertjax.runs import checkpoint
+from bertjax.train import inference, stopping
+from bertjax.train import loop as training
 from tests.conftest import run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,7 +213,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     tmp_path, tiny_bert_vocab_dir, shared_data, monkeypatch
 ):
     """Epoch 1 is clean (checkpoint at step 8); epoch 2's batches carry NaN weights."""
-    from bertjax import batching
+    from bertjax.data import batching
 
     clean = batching.train_batches
 

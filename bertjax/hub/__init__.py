@@ -1,0 +1,1 @@
+"""Hugging Face formats both ways: state dicts, model folders, hub ids, peft adapters, export."""

@@ -1,0 +1,1 @@
+"""Encoder families as Flax modules named like the Hugging Face weights, and the family table."""

@@ -1,0 +1,421 @@
+"""Flax DeBERTa-v2/v3 encoder and sequence classifier, named like the HF state dict."""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bertjax.models.layers import (
+    ACTIVATIONS,
+    Block,
+    Intermediate,
+    ModelOutput,
+    PeftConfig,
+    ResidualOutput,
+    block_dropout,
+)
+
+PREFIX = "deberta"  # where DebertaV2For* keep the encoder in their state dict
+ENCODER_ROOTS = ("embeddings.", "encoder.")  # the bare DebertaV2Model's top-level keys
+HEAD_NAMES = ("pooler", "classifier")  # DebertaV2ForSequenceClassification's new layers
+_POS_ATT_TYPES = ("c2p", "p2c")
+
+
+@dataclasses.dataclass(frozen=True)
+class DebertaConfig:
+    """The fields of a DeBERTa-v2/v3 `config.json` that define the computation."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 0
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    layer_norm_eps: float = 1e-7
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    embedding_size: int | None = None
+    position_biased_input: bool = True
+    relative_attention: bool = False
+    max_relative_positions: int = -1
+    position_buckets: int = -1
+    pos_att_type: tuple[str, ...] = ()
+    share_att_key: bool = False
+    norm_rel_ebd: str = "none"  # "none" or "layer_norm"
+    conv_kernel_size: int = 0
+    conv_act: str = "tanh"
+    conv_groups: int = 1
+    pooler_hidden_act: str = "gelu"
+    pooler_dropout: float = 0.0
+    cls_dropout: float | None = None
+    model_type: str = "deberta-v2"
+
+    @property
+    def family(self) -> str:
+        return "deberta-v2"
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def max_relative(self) -> int:
+        """The clip range of relative distances (max_position_embeddings when unset)."""
+        if self.max_relative_positions < 1:
+            return self.max_position_embeddings
+        return self.max_relative_positions
+
+    @property
+    def attention_span(self) -> int:
+        """Half the rows of `rel_embeddings` (transformers' att_span / pos_ebd_size)."""
+        return self.position_buckets if self.position_buckets > 0 else self.max_relative
+
+    @property
+    def head_dropout(self) -> float:
+        """The dropout before `classifier` (cls_dropout, else hidden_dropout_prob)."""
+        return self.hidden_dropout_prob if self.cls_dropout is None else self.cls_dropout
+
+
+def hf_config_dict(config: DebertaConfig) -> dict:
+    """The `config.json` fields transformers needs to rebuild this model (None fields left
+    out: transformers reads a missing key as its default, an explicit null as null)."""
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+
+
+def _refuse(key: str, value: Any, why: str) -> ValueError:
+    return ValueError(f"DeBERTa config.json: unsupported {key}={value!r}; {why}")
+
+
+def config_from_hf(hf_config: Any) -> DebertaConfig:
+    """A DebertaConfig from a `DebertaV2Config`, its `to_dict()` or a `config.json` dict."""
+    raw = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
+    raw = {k: v for k, v in raw.items() if v is not None}
+    if raw.get("model_type") != "deberta-v2":
+        raise _refuse("model_type", raw.get("model_type"), "only 'deberta-v2' (v2 and v3)")
+    pos_att_type = raw.get("pos_att_type", ())
+    if isinstance(pos_att_type, str):
+        pos_att_type = [p.strip() for p in pos_att_type.lower().split("|")]
+    if unknown := [p for p in pos_att_type if p not in _POS_ATT_TYPES]:
+        raise _refuse("pos_att_type", unknown, "only 'c2p' and 'p2c'")
+    norm = [p.strip() for p in str(raw.get("norm_rel_ebd", "none")).lower().split("|")]
+    if not set(norm) <= {"none", "layer_norm"}:
+        raise _refuse("norm_rel_ebd", raw["norm_rel_ebd"], "only 'none' or 'layer_norm'")
+    kernel = raw.get("conv_kernel_size", 0)
+    if kernel > 0 and kernel % 2 == 0:
+        raise _refuse("conv_kernel_size", kernel, "transformers pads odd kernels only")
+    for key in ("hidden_act", "conv_act", "pooler_hidden_act"):
+        if key in raw and raw[key] not in ACTIVATIONS:
+            raise _refuse(key, raw[key], f"choose from {', '.join(sorted(ACTIVATIONS))}")
+    hidden, heads = raw["hidden_size"], raw["num_attention_heads"]
+    for key in ("pooler_hidden_size", "attention_head_size"):
+        expected = hidden if key == "pooler_hidden_size" else hidden // heads
+        if raw.get(key, expected) != expected:
+            raise _refuse(key, raw[key], f"transformers' layers need {expected}")
+    names = {f.name for f in dataclasses.fields(DebertaConfig)}
+    fields = {k: v for k, v in raw.items() if k in names}
+    fields.update(
+        pos_att_type=tuple(pos_att_type),
+        norm_rel_ebd="layer_norm" if "layer_norm" in norm else "none",
+    )
+    if fields.get("embedding_size") == hidden:
+        fields["embedding_size"] = None
+    return DebertaConfig(**fields)
+
+
+def log_bucket_position(relative: np.ndarray, bucket_size: int, max_position: int) -> np.ndarray:
+    """transformers' make_log_bucket_position in float32: distances under bucket_size/2 kept,
+    longer ones log-spaced up to max_position."""
+    sign = np.sign(relative)
+    mid = bucket_size // 2
+    inner = (relative < mid) & (relative > -mid)
+    abs_pos = np.where(inner, mid - 1, np.abs(relative)).astype(np.float32)
+    log_ratio = np.log(abs_pos / np.float32(mid)) / np.log(np.float32((max_position - 1) / mid))
+    log_pos = np.ceil(log_ratio * np.float32(mid - 1)) + np.float32(mid)
+    return np.where(abs_pos <= mid, relative, log_pos * sign).astype(np.int32)
+
+
+def relative_positions(seq_len: int, config: DebertaConfig) -> np.ndarray:
+    """[seq, seq] int32: query position - key position, log-bucketed when configured."""
+    ids = np.arange(seq_len)
+    relative = ids[:, None] - ids[None, :]
+    if config.position_buckets > 0 and config.max_relative > 0:
+        return log_bucket_position(relative, config.position_buckets, config.max_relative)
+    return relative.astype(np.int32)
+
+
+class _DebertaBlock(Block):
+    """layers.Block (dense/layer_norm/dropout/adapter helpers) holding a DebertaConfig;
+    model.py's Intermediate and ResidualOutput read only fields both configs share."""
+
+    config: DebertaConfig
+
+
+class Embeddings(_DebertaBlock):
+    @nn.compact
+    def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, mask: jax.Array):
+        cfg = self.config
+        width = cfg.embedding_size or cfg.hidden_size
+        init = nn.initializers.normal(cfg.initializer_range)
+
+        def embed(num: int, name: str) -> nn.Embed:
+            return nn.Embed(num, width, dtype=self.dtype, embedding_init=init, name=name)
+
+        hidden = embed(cfg.vocab_size, "word_embeddings")(input_ids)
+        if cfg.position_biased_input:
+            seq_len = input_ids.shape[-1]
+            if seq_len > cfg.max_position_embeddings:
+                raise ValueError(
+                    f"input length {seq_len} exceeds this model's limit of "
+                    f"{cfg.max_position_embeddings} tokens (max_position_embeddings); "
+                    "truncate the input (data.max_length)"
+                )
+            positions = embed(cfg.max_position_embeddings, "position_embeddings")
+            hidden = hidden + positions(jnp.arange(seq_len))[None]
+        if cfg.type_vocab_size > 0:
+            hidden = hidden + embed(cfg.type_vocab_size, "token_type_embeddings")(token_type_ids)
+        if width != cfg.hidden_size:
+            project = nn.Dense(cfg.hidden_size, use_bias=False, dtype=self.dtype, name="embed_proj")
+            hidden = project(hidden)
+        hidden = self.layer_norm()(hidden) * mask[..., None].astype(self.dtype)
+        return self.dropout(hidden, cfg.hidden_dropout_prob)
+
+
+def _gather_last(scores: jax.Array, index: np.ndarray) -> jax.Array:
+    """scores [batch, heads, n, span], index [n, m] -> [batch, heads, n, m]."""
+    index = jnp.broadcast_to(jnp.asarray(index), (*scores.shape[:2], *index.shape))
+    return jnp.take_along_axis(scores, index, axis=-1)
+
+
+class DisentangledSelfAttention(_DebertaBlock):
+    """Content-to-content plus content-to-position (c2p) and position-to-content (p2c)
+    scores, as transformers' DisentangledSelfAttention."""
+
+    @nn.compact
+    def __call__(
+        self,
+        hidden: jax.Array,
+        pair_mask: jax.Array,
+        relative_pos: np.ndarray | None,
+        rel_embeddings: jax.Array | None,
+    ) -> jax.Array:
+        """hidden [batch, seq, hidden]; pair_mask [batch, 1, seq, seq] bool;
+        relative_pos [seq, seq]; rel_embeddings [2 * span, hidden]."""
+        cfg = self.config
+        heads, size = cfg.num_attention_heads, cfg.head_size
+        kinds = cfg.pos_att_type
+
+        def split(x: jax.Array) -> jax.Array:  # [..., heads, head_size]
+            return x.reshape(*x.shape[:-1], heads, size)
+
+        query_proj = self.dense(heads * size, "query_proj")
+        key_proj = self.dense(heads * size, "key_proj")
+        query, key = split(query_proj(hidden)), split(key_proj(hidden))
+        value = split(self.dense(heads * size, "value_proj")(hidden))
+
+        scale = jnp.sqrt(jnp.float32(size * (1 + len(kinds)))).astype(self.dtype)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key / scale)
+        if cfg.relative_attention:
+            span = cfg.attention_span
+            rel = self.dropout(rel_embeddings, cfg.hidden_dropout_prob)[: 2 * span]
+
+            def position_proj(name: str, shared: nn.Module) -> nn.Module:
+                return shared if cfg.share_att_key else self.dense(heads * size, name)
+
+            relative = 0.0
+            if "c2p" in kinds:
+                # [2 * span, heads, head_size]
+                pos_key = split(position_proj("pos_key_proj", key_proj)(rel))
+                c2p = jnp.einsum("bqhd,phd->bhqp", query, pos_key)
+                index = np.clip(relative_pos + span, 0, 2 * span - 1)
+                relative = relative + _gather_last(c2p, index) / scale
+            if "p2c" in kinds:
+                pos_query = split(position_proj("pos_query_proj", query_proj)(rel))
+                p2c = jnp.einsum("bkhd,phd->bhkp", key, pos_query)
+                index = np.clip(-relative_pos + span, 0, 2 * span - 1)
+                relative = relative + jnp.swapaxes(_gather_last(p2c, index), -1, -2) / scale
+            scores = scores + relative
+        scores = scores.astype(jnp.float32)
+        scores = jnp.where(pair_mask, scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        probs = self.dropout(probs, cfg.attention_probs_dropout_prob)
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+        return context.reshape(*context.shape[:-2], heads * size)
+
+
+class Attention(_DebertaBlock):
+    @nn.compact
+    def __call__(self, hidden, pair_mask, relative_pos, rel_embeddings) -> jax.Array:
+        attention = self.child(DisentangledSelfAttention, "self")
+        context = attention(hidden, pair_mask, relative_pos, rel_embeddings)
+        return self.child(ResidualOutput, "output", sublayer="attention")(context, hidden)
+
+
+class Layer(_DebertaBlock):
+    @nn.compact
+    def __call__(self, hidden, pair_mask, relative_pos, rel_embeddings) -> jax.Array:
+        attended = self.child(Attention, "attention")(
+            hidden, pair_mask, relative_pos, rel_embeddings
+        )
+        expanded = self.child(Intermediate, "intermediate")(attended)
+        return self.child(ResidualOutput, "output", sublayer="ffn")(expanded, attended)
+
+
+class LayerStack(_DebertaBlock):
+    """Holds layers "0", "1", …; called once per layer so the encoder can run its conv
+    between layer 0 and layer 1 while paths stay `encoder/layer/0/…` as in HF."""
+
+    @nn.compact
+    def __call__(self, index: int, hidden, pair_mask, relative_pos, rel_embeddings):
+        return self.child(Layer, str(index))(hidden, pair_mask, relative_pos, rel_embeddings)
+
+
+class ConvLayer(_DebertaBlock):
+    """DeBERTa-v2's convolution beside layer 0: LayerNorm(layer-0 output + act(conv(input)))."""
+
+    @nn.compact
+    def __call__(self, embedded: jax.Array, residual: jax.Array, mask: jax.Array) -> jax.Array:
+        cfg = self.config
+        width = cfg.conv_kernel_size
+        conv = nn.Conv(
+            cfg.hidden_size,
+            (width,),
+            padding=[((width - 1) // 2, (width - 1) // 2)],
+            feature_group_count=cfg.conv_groups,
+            dtype=self.dtype,
+            name="conv",
+        )
+        keep = mask[..., None] > 0
+        out = jnp.where(keep, conv(embedded), 0)
+        out = ACTIVATIONS[cfg.conv_act](self.dropout(out, cfg.hidden_dropout_prob))
+        return self.layer_norm()(residual + out) * keep.astype(self.dtype)
+
+
+class Encoder(_DebertaBlock):
+    @nn.compact
+    def __call__(self, embedded: jax.Array, mask: jax.Array) -> jax.Array:
+        """embedded [batch, seq, hidden]; mask [batch, seq] (1 = token)."""
+        cfg = self.config
+        attended = mask > 0
+        # A pair (q, k) is scored only when both are tokens; pad rows softmax uniformly.
+        pair_mask = attended[:, None, None, :] & attended[:, None, :, None]
+        relative_pos = rel_embeddings = None
+        if cfg.relative_attention:
+            relative_pos = relative_positions(embedded.shape[1], cfg)
+            rows = 2 * cfg.attention_span
+            table = nn.Embed(
+                rows,
+                cfg.hidden_size,
+                dtype=self.dtype,
+                embedding_init=nn.initializers.normal(cfg.initializer_range),
+                name="rel_embeddings",
+            )
+            rel_embeddings = table(jnp.arange(rows))
+            if cfg.norm_rel_ebd == "layer_norm":
+                rel_embeddings = self.layer_norm()(rel_embeddings)
+        layers = self.child(LayerStack, "layer")
+        hidden = embedded
+        for i in range(cfg.num_hidden_layers):
+            hidden = layers(i, hidden, pair_mask, relative_pos, rel_embeddings)
+            if i == 0 and cfg.conv_kernel_size > 0:
+                hidden = self.child(ConvLayer, "conv")(embedded, hidden, mask)
+        return hidden
+
+
+def _defaults(input_ids, attention_mask, token_type_ids):
+    if attention_mask is None:
+        attention_mask = jnp.ones_like(input_ids)
+    if token_type_ids is None:
+        token_type_ids = jnp.zeros_like(input_ids)
+    return attention_mask, token_type_ids
+
+
+class DebertaModel(nn.Module):
+    """DebertaV2Model: embeddings → encoder (no pooler)."""
+
+    config: DebertaConfig
+    peft: PeftConfig = None
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        token_type_ids: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> ModelOutput:
+        """input_ids, attention_mask, token_type_ids: [batch, seq] ints."""
+        attention_mask, token_type_ids = _defaults(input_ids, attention_mask, token_type_ids)
+        fields = dict(
+            config=self.config, peft=self.peft, dtype=self.dtype, deterministic=deterministic
+        )
+        embedded = Embeddings(**fields, name="embeddings")(
+            input_ids, token_type_ids, attention_mask
+        )
+        hidden = Encoder(**fields, name="encoder")(embedded, attention_mask)
+        return ModelOutput(last_hidden_state=hidden)
+
+
+class ContextPooler(_DebertaBlock):
+    """dropout → dense → pooler_hidden_act on the first token."""
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array) -> jax.Array:
+        cfg = self.config
+        first = self.dropout(hidden[:, 0], cfg.pooler_dropout)
+        return ACTIVATIONS[cfg.pooler_hidden_act](self.dense(cfg.hidden_size, "dense")(first))
+
+
+class DebertaForSequenceClassification(nn.Module):
+    """DebertaV2ForSequenceClassification: `deberta` encoder, `pooler` (ContextPooler),
+    dropout, `classifier`."""
+
+    config: DebertaConfig
+    num_labels: int = 2
+    peft: PeftConfig = None
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        token_type_ids: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> ModelOutput:
+        """input_ids, attention_mask, token_type_ids: [batch, seq] ints."""
+        cfg = self.config
+        encoder = DebertaModel(cfg, self.peft, self.dtype, name=PREFIX)
+        out = encoder(input_ids, attention_mask, token_type_ids, deterministic)
+        pooler = ContextPooler(
+            cfg, self.peft, self.dtype, deterministic=deterministic, name="pooler"
+        )
+        pooled = pooler(out.last_hidden_state)
+        classifier = nn.Dense(
+            self.num_labels,
+            dtype=self.dtype,
+            kernel_init=nn.initializers.normal(cfg.initializer_range),
+            name="classifier",
+        )
+        logits = classifier(block_dropout(self, pooled, cfg.head_dropout, deterministic))
+        return out.replace(pooler_output=pooled, logits=logits.astype(jnp.float32))
+
+
+def build(
+    config: DebertaConfig,
+    num_labels: int | None = None,
+    peft: PeftConfig = None,
+    dtype: jnp.dtype = jnp.float32,
+) -> nn.Module:
+    """The bare encoder (num_labels=None) or the sequence classifier for `config`."""
+    if num_labels is None:
+        return DebertaModel(config, peft, dtype)
+    return DebertaForSequenceClassification(config, num_labels, peft, dtype)

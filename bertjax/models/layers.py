@@ -1,0 +1,144 @@
+"""Layers every encoder family shares: the Block base (Dense/LayerNorm/dropout/adapter helpers),
+outputs, attention masks as biases, multi-head attention and first-token pooling."""
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from bertjax.models.config import ModelConfig
+from bertjax.models.dropout import dropout
+from peft.adapter import ACTIVATIONS, Adapter, AdapterConfig
+from peft.inject import PeftMethod
+
+# Adapters live inside the blocks; LoRA, DoRA and IA3 are injected from outside (peft.Peft).
+PeftConfig = PeftMethod | AdapterConfig | None
+# config.train.remat's named policies: what each layer's backward pass keeps (True: nothing).
+REMAT_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
+
+
+@flax.struct.dataclass
+class ModelOutput:
+    """last_hidden_state [batch, seq, hidden]; pooler_output [batch, hidden] (BERT encoder);
+    logits [batch, num_labels] (classifiers)."""
+
+    last_hidden_state: jax.Array
+    pooler_output: jax.Array | None = None
+    logits: jax.Array | None = None
+
+
+def block_dropout(module: nn.Module, x: jax.Array, rate: float, deterministic: bool) -> jax.Array:
+    """Hashed dropout under `module`'s "dropout" rng stream; draws no key when it is off."""
+    if deterministic or rate == 0:
+        return x
+    return dropout(x, rate, module.make_rng("dropout"))
+
+
+class Block(nn.Module):
+    """Shared fields, the Dense factory and the adapter placement of every block."""
+
+    config: ModelConfig
+    peft: AdapterConfig | None = None
+    dtype: jnp.dtype = jnp.float32
+    deterministic: bool = True
+    remat: bool | str = False  # activation checkpointing per encoder layer (REMAT_POLICIES)
+
+    def child(self, block: type["Block"], name: str, **extra) -> "Block":
+        """A submodule sharing this block's config, peft, dtype and dropout mode."""
+        return block(
+            config=self.config,
+            peft=self.peft,
+            dtype=self.dtype,
+            deterministic=self.deterministic,
+            remat=self.remat,
+            name=name,
+            **extra,
+        )
+
+    def dense(self, features: int, name: str, use_bias: bool = True) -> nn.Module:
+        return nn.Dense(
+            features,
+            use_bias=use_bias,
+            dtype=self.dtype,
+            kernel_init=nn.initializers.normal(self.config.initializer_range),
+            name=name,
+        )
+
+    def layer_norm(self, name: str = "LayerNorm") -> nn.Module:
+        return nn.LayerNorm(self.config.layer_norm_eps, dtype=self.dtype, name=name)
+
+    def dropout(self, x: jax.Array, rate: float) -> jax.Array:
+        return block_dropout(self, x, rate, self.deterministic)
+
+    def adapter(self, x: jax.Array, sublayer: str) -> jax.Array:
+        if isinstance(self.peft, AdapterConfig) and self.peft.placed_after(sublayer):
+            return Adapter(self.peft, dtype=self.dtype, name="adapter")(x)
+        return x
+
+
+def check_length(input_ids: jax.Array, limit: int) -> None:
+    """One-line error for inputs longer than the position embeddings reach."""
+    if input_ids.shape[-1] > limit:
+        raise ValueError(
+            f"input length {input_ids.shape[-1]} exceeds this model's limit of {limit} tokens "
+            "(max_position_embeddings); truncate the input (data.max_length)"
+        )
+
+
+def attention_bias(attention_mask: jax.Array) -> jax.Array:
+    """[batch, 1, 1, seq]: 0 where attended, the most negative float where masked."""
+    return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
+
+
+def segment_bias(segment_ids: jax.Array) -> jax.Array:
+    """Packed rows: [rows, 1, seq, seq], 0 where query and key belong to one example
+    (segment_ids equal and > 0), the most negative float elsewhere (block-diagonal)."""
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    attended = same & (segment_ids[:, None, :] > 0)
+    return jnp.where(attended[:, None], 0.0, jnp.finfo(jnp.float32).min)
+
+
+def first_tokens(hidden: jax.Array, cls_index: jax.Array | None) -> jax.Array:
+    """hidden [rows, seq, width] -> the examples' first tokens: [rows, width] (token 0) when
+    cls_index is None, else [rows, E, width] at cls_index [rows, E] (packed rows)."""
+    if cls_index is None:
+        return hidden[:, 0]
+    return jnp.take_along_axis(hidden, cls_index[..., None], axis=1)
+
+
+def multi_head_attention(block: Block, hidden: jax.Array, bias: jax.Array, names) -> jax.Array:
+    """Softmax attention over `block`'s query/key/value Dense layers named `names`:
+    hidden [batch, seq, hidden] -> context [batch, seq, hidden] (before the output Dense)."""
+    cfg = block.config
+    heads, size = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+
+    def project(name: str) -> jax.Array:  # [batch, seq, heads, head_size]
+        out = block.dense(cfg.hidden_size, name)(hidden)
+        return out.reshape(*out.shape[:-1], heads, size)
+
+    query, key, value = (project(name) for name in names)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key) / jnp.sqrt(size).astype(block.dtype)
+    probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(block.dtype)
+    probs = block.dropout(probs, cfg.attention_probs_dropout_prob)
+    context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+    return context.reshape(*context.shape[:-2], cfg.hidden_size)
+
+
+class ResidualOutput(Block):
+    """dense → dropout → [adapter] → LayerNorm(· + residual): BertSelfOutput / BertOutput."""
+
+    sublayer: str = "ffn"
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array, residual: jax.Array) -> jax.Array:
+        out = self.dense(self.config.hidden_size, "dense")(hidden)
+        out = self.dropout(out, self.config.hidden_dropout_prob)
+        out = self.adapter(out, self.sublayer)
+        return self.layer_norm()(out + residual)
+
+
+class Intermediate(Block):
+    @nn.compact
+    def __call__(self, hidden: jax.Array) -> jax.Array:
+        out = self.dense(self.config.intermediate_size, "dense")(hidden)
+        return ACTIVATIONS[self.config.hidden_act](out)

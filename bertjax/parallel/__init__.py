@@ -1,0 +1,1 @@
+"""Several devices and processes: the data mesh, sharded batches, multi-host agreement."""

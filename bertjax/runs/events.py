@@ -1,0 +1,78 @@
+"""TensorBoard event files in each run folder (tensorboardX), holding metrics.jsonl's numbers.
+
+`tensorboard --logdir runs` shows each run folder as a run, a sweep folder each cell. Tags
+are "<split>/<key>" of the metrics.jsonl records: train/loss, train/lr, train/grad_norm,
+train/examples_per_s at each log step; validation/loss and validation/<metric> at each
+evaluation; test/<metric> at the best step; the resolved config as the text "config".
+"""
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+
+from bertjax.parallel import distributed
+from bertjax import runs
+
+TRAIN_KEYS = ("loss", "lr", "grad_norm", "examples_per_s")
+
+
+def scalars(record: dict) -> dict[str, float]:
+    """{"<split>/<key>": value} of one metrics.jsonl record's finite numbers."""
+    split = record["split"]
+    values = {key: record.get(key) for key in TRAIN_KEYS} if split == "train" else {}
+    values.update(loss=record["loss"], **record["metrics"])
+    return {
+        f"{split}/{key}": float(value)
+        for key, value in values.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
+
+
+class Events:
+    """The event writer of one run folder from `start_step` on; does nothing when
+    config.log.tensorboard is off or on processes other than 0.
+
+    Each session writes its own file (distinct names, in time order) and, resuming, marks
+    with purge_step that TensorBoard drops the earlier sessions' events after start_step:
+    the part being redone, as metrics.jsonl drops its records."""
+
+    def __init__(self, folder: Path, config, start_step: int):
+        self.writer = None
+        if not config.log.tensorboard or not distributed.is_primary():
+            return
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(
+            str(folder),
+            purge_step=start_step + 1 if start_step else 0,
+            filename_suffix=f".{time.time_ns()}",
+            flush_secs=30,
+        )
+        if start_step == 0:
+            text = json.dumps(runs.config_dict(config), indent=2)
+            self.writer.add_text("config", "    " + text.replace("\n", "\n    "), 0)
+
+    def record(self, record: dict) -> None:
+        """Writes one metrics.jsonl record's numbers at its step."""
+        if self.writer is None:
+            return
+        for tag, value in scalars(record).items():
+            self.writer.add_scalar(tag, value, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+@contextlib.contextmanager
+def writers(members: list, start_step: int):
+    """An Events per run (runs.Run), closed (flushed) on the way out."""
+    out = [Events(m.folder, m.config, start_step) for m in members]
+    try:
+        yield out
+    finally:
+        for events in out:
+            events.close()

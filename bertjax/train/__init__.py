@@ -1,0 +1,1 @@
+"""Config to objects, pure train/eval steps, the training loop, evaluation and inference."""

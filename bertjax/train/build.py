@@ -1,0 +1,119 @@
+"""Config → objects: the peft config, the trainable mask, tokenized data and the model."""
+
+import dataclasses
+
+import jax.numpy as jnp
+
+import peft
+from bertjax import data
+from bertjax.data import batching
+from bertjax.hub.pretrained import from_pretrained, load_tokenizer
+from bertjax.models.families import head_modules
+from bertjax.models.layers import REMAT_POLICIES
+from bertjax.runs import checkpoint
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def peft_config(config):
+    """The peft module config for config.peft.method (None for full/head/bitfit)."""
+    method = config.peft.method
+    if method in ("lora", "dora"):
+        lora = config.peft.lora
+        targets = lora.targets if isinstance(lora.targets, str) else tuple(lora.targets)
+        return peft.LoraConfig(
+            lora.rank, lora.alpha, lora.dropout, targets, use_dora=method == "dora"
+        )
+    if method == "ia3":
+        ia3 = config.peft.ia3
+        fields = (ia3.targets, ia3.feedforward)
+        return peft.IA3Config(*(v if isinstance(v, str) else tuple(v) for v in fields))
+    if method == "adapter":
+        return peft.AdapterConfig(**config.peft.adapter.to_dict())
+    if method not in ("full", "head", "bitfit"):
+        raise ValueError(
+            f"peft.method {method!r} unknown; use full, head, bitfit, lora, dora, ia3, adapter"
+        )
+    return None
+
+
+def mask_method(config):
+    """What `peft.trainable_mask` takes for this config: a peft config or the method name."""
+    if config.peft.method == "bitfit":
+        return peft.BitFitConfig(head=config.peft.bitfit.head)
+    return peft_config(config) or config.peft.method
+
+
+def head_of(config, model) -> tuple[str, ...]:
+    """What trains whole beside a PEFT method: the family's head and peft.modules_to_save."""
+    return head_modules(model) + tuple(config.peft.get("modules_to_save") or ())
+
+
+def remat_of(config) -> bool | str:
+    """config.train.remat checked: False, True or one of model.REMAT_POLICIES."""
+    remat = config.train.get("remat", False)
+    if isinstance(remat, bool) or remat in REMAT_POLICIES:
+        return remat
+    raise ValueError(
+        f"train.remat={remat!r} unknown; use False, True or one of {', '.join(REMAT_POLICIES)}"
+    )
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything a run (or its evaluation) rebuilds from the config."""
+
+    model: object
+    params: dict
+    mask: dict
+    splits: dict
+    label_names: list
+    pad_id: int
+    buckets: tuple
+    base_hash: str
+
+
+def build_model(config, label_names: list, tokenizer, announce_new: bool = True) -> Setup:
+    """The run's model, params and trainable mask from its config and class names, without
+    data (`splits` empty). announce_new=False when trained weights will be restored over the
+    freshly initialised head and PEFT weights, so they are not announced."""
+    if config.dtype not in DTYPES:
+        raise ValueError(f"dtype {config.dtype!r} unknown; use {' or '.join(DTYPES)}")
+    model, params = from_pretrained(
+        config.model,
+        len(label_names),
+        peft=peft_config(config),
+        dtype=DTYPES[config.dtype],
+        seed=config.train.seed,
+        announce_new=announce_new,
+        remat=remat_of(config),
+    )
+    mask = peft.trainable_mask(params, mask_method(config), head=head_of(config, model))
+    _, frozen = peft.partition(params, mask)
+    return Setup(
+        model,
+        params,
+        mask,
+        {},
+        list(label_names),
+        tokenizer.pad_token_id,
+        batching.bucket_lengths(config.data.max_length),
+        checkpoint.tree_hash(frozen),
+    )
+
+
+def build(config, label_names=None) -> Setup:
+    """Tokenizer, data splits, labels and the model with its trainable mask."""
+    tokenizer = load_tokenizer(config.model)
+    splits, names = data.prepare(
+        config.data, tokenizer, config.train.seed, label_names, config.num_labels
+    )
+    num_labels = config.num_labels or len(names)
+    if num_labels != len(names):
+        raise ValueError(
+            f"config.num_labels={num_labels} but the data's labels are {names[:10]} "
+            f"({len(names)}); fix --config.num_labels or data.label_field"
+        )
+    setup = build_model(config, names, tokenizer)
+    setup.splits = splits
+    return setup

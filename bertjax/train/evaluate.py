@@ -1,0 +1,105 @@
+"""Evaluation over a whole split: every example once, predictions back in dataset order."""
+
+import datasets
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from bertjax.data import batching
+from bertjax.parallel import sharding
+from bertjax.train.metrics import compute_metrics
+from bertjax.train.steps import loss_fn
+
+MODEL_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "segment_ids",
+    "position_ids",
+    "cls_index",
+    "labels",
+    "weights",
+)
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: batch[k] for k in MODEL_INPUTS}
+
+
+def predict(
+    eval_step,
+    trainable,
+    frozen,
+    dataset: datasets.Dataset,
+    batch_size: int,
+    buckets: tuple[int, ...],
+    pad_id: int,
+    num_labels: int,
+    *,
+    mesh=None,
+    desc: str | None = None,
+    packing: bool = False,
+) -> np.ndarray:
+    """Logits [len(dataset), num_labels] in dataset order (batches split over `mesh`); a
+    progress bar titled `desc` when given (and output is a terminal). `packing`: packed
+    batches (bertjax/data/packing.py), whose examples' logits come flat [rows · E, …]."""
+    logits = np.zeros((len(dataset), num_labels), np.float32)
+    pending = []  # dispatch every batch before fetching any: no host sync per batch
+    batches = batching.eval_batches(dataset, batch_size, buckets, pad_id=pad_id, packing=packing)
+    for batch in batches:
+        inputs = sharding.put_batch(model_inputs(batch), mesh)
+        pending.append((batch["index"].reshape(-1), eval_step(trainable, frozen, inputs)))
+    bar = tqdm(pending, desc=desc, unit="batch", disable=None if desc else True, leave=False)
+    for index, out in bar:
+        real = index >= 0
+        logits[index[real]] = np.asarray(jax.device_get(out))[real]
+    return logits
+
+
+def metrics_of(logits: np.ndarray, labels: np.ndarray, num_labels: int) -> dict:
+    """Task metrics plus the mean "loss" of the predictions against the labels."""
+    metrics = compute_metrics(logits, labels, num_labels)
+    metrics["loss"] = float(loss_fn(logits, labels, np.ones(len(labels), np.float32)))
+    return metrics
+
+
+def majority_baseline(train_labels, splits: dict, num_labels: int) -> dict | None:
+    """{split: task metrics} of always predicting the most frequent training label, for each
+    labelled split in `splits` (name -> labels); None for regression (num_labels 1)."""
+    if num_labels < 2:
+        return None
+    majority = int(np.bincount(np.asarray(train_labels), minlength=num_labels).argmax())
+    one_hot = np.eye(num_labels, dtype=np.float32)[majority]
+    return {
+        name: compute_metrics(np.tile(one_hot, (len(labels), 1)), labels, num_labels)
+        for name, labels in splits.items()
+    }
+
+
+def evaluate(
+    eval_step,
+    trainable,
+    frozen,
+    dataset,
+    batch_size,
+    buckets,
+    pad_id,
+    num_labels,
+    *,
+    mesh=None,
+    packing: bool = False,
+) -> tuple[dict, np.ndarray]:
+    """(metrics incl. "loss", logits) for a labelled split."""
+    logits = predict(
+        eval_step,
+        trainable,
+        frozen,
+        dataset,
+        batch_size,
+        buckets,
+        pad_id,
+        num_labels,
+        mesh=mesh,
+        packing=packing,
+    )
+    return metrics_of(logits, np.asarray(dataset["label"]), num_labels), logits
