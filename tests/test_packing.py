@@ -8,6 +8,7 @@ tensor, so packed and unpacked rows see different (equally distributed) dropout 
 import datasets
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -15,6 +16,8 @@ import peft
 from bertjax.data import batching, packing
 from bertjax.hub.pretrained import from_pretrained
 from bertjax.train import evaluate, steps
+from bertjax.train.optim import make_optimizer
+from bertjax.train.steps import init_state
 
 FIXTURES = ["tiny_bert_dir", "tiny_roberta_dir", "tiny_distilbert_dir", "tiny_electra_dir"]
 PEFT = {
@@ -230,6 +233,53 @@ def test_packed_loss_and_gradients_equal_unpacked(request, fixture, method):
     assert abs(float(loss) - float(plain_loss)) < 1e-6
     for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(plain_grads), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-4)
+
+
+def _plain_loss_and_grads(model, params, mask, batch):
+    """Reference: the loss of the plain call (input_ids, attention_mask, token_type_ids, no
+    packed inputs) on one example per row, and its gradients."""
+    trainable, frozen = peft.partition(params, mask)
+    args = [jnp.asarray(batch[k]) for k in ("input_ids", "attention_mask", "token_type_ids")]
+
+    def objective(trainable):
+        logits = model.apply({"params": peft.combine(frozen, trainable)}, *args).logits
+        return steps.loss_fn(logits, jnp.asarray(batch["labels"]), jnp.asarray(batch["weights"]))
+
+    return jax.value_and_grad(objective)(trainable)
+
+
+@pytest.mark.parametrize("fixture", RELATIVE)
+def test_packed_train_steps_of_relative_families(request, fixture):
+    """DeBERTa and ModernBERT (no dropout): a packed batch's loss and gradients equal the
+    plain unpacked call's, and the real train step (make_train_step) runs on packed rows:
+    step 0's loss is that same loss and three steps on the batch lower it."""
+    model, params = _model(request, fixture, "full")
+    mask = peft.trainable_mask(params, "full")
+    dataset = _dataset(40, 0, seed=3)
+    cols = batching._columns(dataset)
+    packed = next(packing.train_batches(cols, 16, seed=0, epoch=1, pad_id=0))
+    index = packed["index"][packed["weights"] > 0]
+    assert len(index) == 16 and packed["segment_ids"].max() > 1
+    plain = batching.pad_batch(cols, index, 32, 16, 0)
+    loss, grads = _loss_and_grads(model, params, mask, packed)
+    plain_loss, plain_grads = _plain_loss_and_grads(model, params, mask, plain)
+    assert abs(float(loss) - float(plain_loss)) < 1e-6
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(plain_grads), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-4)
+
+    optim = dict(lr=1e-3, weight_decay=0.0, warmup_ratio=0.0, schedule="constant")
+    optimizer = make_optimizer(
+        ml_collections.ConfigDict(dict(optim, grad_clip=1.0, accumulate=1)), 3
+    )
+    state = init_state(params, mask, optimizer)
+    step = steps.make_train_step(model, optimizer)
+    one_run = {k: jnp.asarray(v)[None] for k, v in packed.items()}  # a group of K = 1
+    losses = []
+    for _ in range(3):
+        state, metrics = step(state, one_run, jax.random.key(0)[None])
+        losses.append(float(metrics["loss"][0]))
+    assert abs(losses[0] - float(plain_loss)) < 1e-5
+    assert losses[2] < losses[1] < losses[0], losses
 
 
 def test_eval_metrics_identical(request):
