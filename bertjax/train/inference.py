@@ -103,6 +103,12 @@ def read_texts(file: Path, fields: tuple[str, ...]) -> list[tuple[str, ...]]:
     return [e for _, e in numbered]
 
 
+def default_predictions_file(run: Path, texts_file: Path) -> Path:
+    """Where `eval.py --predict` writes without --out: in the run folder, named after the
+    texts file (never beside the input, which may be read-only or shared)."""
+    return Path(run) / f"{Path(texts_file).name}.predictions.tsv"
+
+
 def predict_file(run: Path, texts_file: Path, out_file: Path) -> tuple[Path, list[dict]]:
     """Writes a TSV (LF line ends): text(s), predicted label name and each label's
     probability; returns it with one {"text", "label", "probabilities": {name: p}} per example.
