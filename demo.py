@@ -65,8 +65,8 @@ def main() -> None:
     print(
         "go further:\n"
         f"  python eval.py --ckpt {run} --predict my_texts.txt   # one sentence per line\n"
-        "  python train.py --config configs/sst2_lora.py --config.model=<model> "
-        "--config.data.path=<folder or file>\n"
+        f"  python train.py --config configs/sst2_lora.py --config.model={config.model} \\\n"
+        "      --config.optim.lr=5e-3 --config.data.path=<folder or labelled file>  # your data\n"
         "  (README.md, docs/training.md)"
     )
 
