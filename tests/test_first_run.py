@@ -42,19 +42,30 @@ def test_demo_config_is_valid_and_names_the_labels():
 
 @pytest.fixture(scope="module")
 def named_run(tmp_path_factory, tiny_bert_vocab_dir):
-    """A tiny LoRA run on the sample whose integer labels are named by data.labels."""
-    run = tmp_path_factory.mktemp("named") / "run"
+    """A tiny LoRA run on one labelled file (the sample's first 200 training sentences) whose
+    integer labels are named by data.labels."""
+    folder = tmp_path_factory.mktemp("named")
+    file = folder / "reviews.tsv"
+    file.write_text("\n".join((SAMPLE / "train.tsv").read_text().splitlines()[:201]) + "\n")
     config = run_config(
-        run,
+        folder / "run",
         tiny_bert_vocab_dir,
-        SAMPLE,
+        file,
         **{"peft.method": "lora", "data.labels": ("negative,positive",)},
     )
-    training.train(config)
-    return run
+    return folder / "run", training.train(config)
+
+
+def test_one_labelled_file_trains_without_validation_or_test_files(named_run):
+    _, summary = named_run
+    # 200 rows: 20 carved out for validation (fraction 0.1), 64 of the other 180 trained on
+    assert summary["train_examples"] == 64 and summary["test"] is None
+    assert set(summary["validation"]) >= {"accuracy", "f1"}
+    assert summary["majority_baseline"].keys() == {"validation"}
 
 
 def test_label_names_reach_labels_json_and_the_exported_pipeline(named_run, tmp_path):
+    named_run, _ = named_run
     assert json.loads((named_run / "labels.json").read_text()) == ["negative", "positive"]
     out = export.export(named_run, tmp_path / "exported")
     hf_config = json.loads((out / "config.json").read_text())
