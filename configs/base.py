@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.path = placeholder(str)  # or a local folder with {train,dev,test}.{tsv,csv,jsonl,…}
     data.text_fields = ("sentence",)  # one text column, or two for a sentence pair
     data.label_field = "label"  # label column: strings, integer class ids or floats
-    data.labels = placeholder(tuple)  # class names in id order (a,b,c); None: train's labels
+    data.labels = placeholder(tuple)  # class names in id order (negative,positive); None: train
     data.splits = splits = ml_collections.ConfigDict()
     splits.train = "train"  # file/split name of the training data
     splits.validation = "validation"  # picks the best checkpoint ("dev" files match too)

@@ -17,6 +17,7 @@ def get_config():
     config.model = "bert-base-uncased"
     config.data.name, config.data.subset = "glue", "mrpc"
     config.data.text_fields = ("sentence1", "sentence2")
+    config.data.labels = ("not_equivalent", "equivalent")  # names of the 0/1 labels
     config.data.splits.validation = "validation"
     config.peft.method = "lora"
     config.peft.lora.rank, config.peft.lora.alpha = 8, 16.0

@@ -15,6 +15,7 @@ def get_config():
     config.model = "distilbert-base-uncased"
     config.data.name, config.data.subset = "glue", "sst2"
     config.data.text_fields = ("sentence",)
+    config.data.labels = ("negative", "positive")  # names of the 0/1 labels
     config.data.splits.validation = "validation"
     config.peft.method = "lora"
     config.peft.lora.targets = ("q_lin", "v_lin")  # DistilBERT has no query/value layers

@@ -14,6 +14,7 @@ def get_config():
     config.model = "google/electra-base-discriminator"
     config.data.name, config.data.subset = "glue", "sst2"
     config.data.text_fields = ("sentence",)
+    config.data.labels = ("negative", "positive")  # names of the 0/1 labels
     config.data.splits.validation = "validation"
     config.peft.method = "lora"
     config.peft.lora.targets = ("query", "value")

@@ -19,6 +19,7 @@ def get_config():
     config.model = "bert-base-uncased"
     config.data.name, config.data.subset = "glue", "sst2"
     config.data.text_fields = ("sentence",)
+    config.data.labels = ("negative", "positive")  # names of the 0/1 labels
     config.data.splits.validation = "validation"  # GLUE's test split has no labels
     config.peft.method = "full"
     config.optim.lr = 2e-5
