@@ -46,7 +46,7 @@ ARG_KEYS = ("method", "lr")
 
 
 def parse_arg(arg: str | None, default_method: str) -> dict:
-    """"method=lora_q_r4,lr=5e-3" -> {"method": "lora_q_r4", "lr": 0.005}; missing keys take
+    """ "method=lora_q_r4,lr=5e-3" -> {"method": "lora_q_r4", "lr": 0.005}; missing keys take
     the default method and its preset's rate (lr None)."""
     parsed = {"method": default_method, "lr": None}
     for item in filter(None, (arg or "").split(",")):
