@@ -2,12 +2,13 @@
 record reproduced by its study's declaration."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from bertjax import cli, runs
-from bertjax.studies import catalog, presets, runner, sweep
+from bertjax.studies import catalog, presets, report, runner, sweep, sweep_report
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO / "results" / "runs"
@@ -94,3 +95,23 @@ def test_dry_run_command_spells_the_sweep():
 def test_unknown_sweep_is_refused():
     with pytest.raises(ValueError, match="mrpc_rank has no sweep 'lora'"):
         runner.plan(catalog.BY_NAME["mrpc_rank"], Path("out"), model="/m", only=("lora",))
+
+
+def test_sweep_report_rebuilt_from_records_equals_the_committed_one(tmp_path):
+    """imdb/full's sweep.md (a 2 x 2 grid, written by the sweep that ran it) comes out the
+    same from the declaration and the records, but for the folder it names."""
+    study = catalog.BY_NAME["imdb"]
+    shutil.copytree(RECORDS / "imdb" / "full", tmp_path / "imdb" / "full")
+    (item,) = runner.plan(study, tmp_path, model="/minilm", only=("full",), root=REPO)
+    item.config.name = "imdb_full"  # the config file it ran from
+    cells = sweep.make_cells(item.config, item.grid, item.seeds, item.workdir)
+    sweep_report.write_sweep_report(item.workdir, item.config, item.grid, item.seeds, cells)
+    committed = (RECORDS / "imdb" / "full" / "sweep.md").read_text()
+    rebuilt = (item.workdir / "sweep.md").read_text()
+    assert rebuilt == committed.replace("`runs/results/imdb/full`", f"`{item.workdir}`")
+    assert "| 1e-4 | 16 | **0.8620** | 1/1 |" in rebuilt
+
+
+def test_markdown_table_aligns_text_left_and_numbers_right():
+    table = report.markdown_table(["method", "n", "accuracy"], [["lora", "3", "0.812"]], 1)
+    assert table == "| method | n | accuracy |\n|---|---:|---:|\n| lora | 3 | 0.812 |"
