@@ -63,11 +63,11 @@ class Study:
     model: str = MODEL_PACKAGE
 
 
-def methods(names, lr: float, grid: tuple, seeds: tuple, suffix: str = "", **overrides):
+def methods(names, lr: float, grid: tuple, seeds: tuple, suffix: str = "", overrides=None):
     """One sweep per method preset, in a folder named after it (+ suffix): full fine-tuning at
     FULL_LR, the others at `lr`."""
     return tuple(
-        Sweep(name + suffix, name, FULL_LR if name == "full" else lr, grid, seeds, overrides)
+        Sweep(name + suffix, name, FULL_LR if name == "full" else lr, grid, seeds, overrides or {})
         for name in names
     )
 
@@ -126,7 +126,7 @@ STUDIES = (
         ACL_ARC,
         # lr as a grid key (the folder names say lr=1e-3): more rates widen the sweep
         methods(ADAPTERS, 2e-3, BATCH16 + (("optim.lr", (1e-3,)),), SEEDS3)
-        + methods(ADAPTERS, 1e-3, BATCH16, SEEDS3, "_pooler", **POOLER),
+        + methods(ADAPTERS, 1e-3, BATCH16, SEEDS3, "_pooler", POOLER),
     ),
     Study(
         "restaurants",
@@ -190,8 +190,8 @@ STUDIES = (
         # the pooler is what stops BitFit on IMDb and LoRA on ACL-ARC (the *_pooler sweeps)
         methods(RANK_METHODS, 5e-3, BATCH32, SEEDS3)
         + methods(("bitfit",), 1e-3, BATCH32, SEEDS3, "_lr1e-3")
-        + methods(("bitfit",), 5e-3, BATCH32, SEEDS3, "_5epochs", **LONG)
-        + methods(("bitfit", "lora_q_r4"), 5e-3, BATCH32, SEEDS3, "_pooler", **POOLER),
+        + methods(("bitfit",), 5e-3, BATCH32, SEEDS3, "_5epochs", LONG)
+        + methods(("bitfit", "lora_q_r4"), 5e-3, BATCH32, SEEDS3, "_pooler", POOLER),
     ),
     Study(
         "imdb",

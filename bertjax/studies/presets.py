@@ -46,8 +46,9 @@ ARG_KEYS = ("method", "lr")
 
 
 def parse_arg(arg: str | None, default_method: str) -> dict:
-    """ "method=lora_q_r4,lr=5e-3" -> {"method": "lora_q_r4", "lr": 0.005}; missing keys take
-    the default method and its preset's rate (lr None)."""
+    """The argument's method and rate: "method=lora_q_r4,lr=5e-3" gives {"method":
+    "lora_q_r4", "lr": 0.005}; a missing method is `default_method`, a missing lr None (the
+    preset's rate)."""
     parsed = {"method": default_method, "lr": None}
     for item in filter(None, (arg or "").split(",")):
         key, sep, value = (part.strip() for part in item.partition("="))
