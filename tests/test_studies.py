@@ -115,3 +115,36 @@ def test_sweep_report_rebuilt_from_records_equals_the_committed_one(tmp_path):
 def test_markdown_table_aligns_text_left_and_numbers_right():
     table = report.markdown_table(["method", "n", "accuracy"], [["lora", "3", "0.812"]], 1)
     assert table == "| method | n | accuracy |\n|---|---:|---:|\n| lora | 3 | 0.812 |"
+
+
+def test_run_trains_each_sweep_into_the_study_folder(tmp_path, tiny_bert_vocab_dir, shared_data):
+    """A two-seed BitFit sweep over configs/sst2.py on a tiny model: one vmapped group, both
+    runs in <out>/<study>/<sweep>/<cell> with the declared fields; a re-run trains nothing."""
+    tiny = {
+        "data.splits.validation": "dev",
+        "data.max_length": 8,
+        "data.max_train_examples": 16,
+        "data.max_eval_examples": 16,
+        "train.epochs": 1,
+    }
+    bitfit = catalog.Sweep("bitfit", "bitfit", 1e-2, (("train.batch_size", (8,)),), (1, 2))
+    study = catalog.Study("tiny_sst2", "t", ("accuracy",), "p", "sst2", "sst2", tiny, (bitfit,))
+    out = tmp_path / "out"
+    planned = runner.plan(study, out, str(shared_data), str(tiny_bert_vocab_dir), root=REPO)
+    assert runner.run(planned) == 0
+    for seed in (1, 2):
+        run = out / "tiny_sst2" / "bitfit" / f"batch_size=8,seed={seed}"
+        saved = json.loads((run / runs.CONFIG_FILE).read_text())
+        assert (saved["peft"]["method"], saved["optim"]["lr"], saved["train"]["seed"]) == (
+            "bitfit",
+            1e-2,
+            seed,
+        )
+        assert saved["data"]["path"] == f"{shared_data}/sst2"
+        assert (run / runs.SUMMARY_FILE).is_file()
+    assert (out / "tiny_sst2" / "bitfit" / "sweep.md").is_file()
+    stamp = (out / "tiny_sst2/bitfit/batch_size=8,seed=1" / runs.SUMMARY_FILE).stat().st_mtime_ns
+    assert runner.run(planned) == 0
+    assert (
+        out / "tiny_sst2/bitfit/batch_size=8,seed=1" / runs.SUMMARY_FILE
+    ).stat().st_mtime_ns == stamp
