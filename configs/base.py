@@ -12,6 +12,9 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.name = "base"  # run name; the default workdir is runs/<name>
     config.model = "bert-base-uncased"  # local folder or hub id
+    # keep only these encoder layers of `model`, renumbered 0..n-1 (0,2,4: a 3-layer student
+    # that starts pretrained, DistilBERT's initialisation); None: every layer
+    config.model_layers = placeholder(tuple)  # increasing layer indices, e.g. 0,2,4
     config.num_labels = placeholder(int)  # None: from the data's labels
     config.workdir = placeholder(str)  # run folder; None: runs/<name>
     config.dtype = "float32"  # computation dtype: float32 | bfloat16 (params stay float32)
