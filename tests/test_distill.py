@@ -162,3 +162,87 @@ def test_three_layer_minilm_student_exports_to_transformers(minilm_path, tmp_pat
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     np.testing.assert_allclose(_theirs(loaded, ids, mask), got, atol=TOL)
     assert jax.tree_util.tree_leaves(params)[0].dtype == np.float32
+
+
+# ---- the distillation loss -------------------------------------------------------------
+
+STUDENT = np.array([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3], [-3.0, 4.0, 1.0], [9.0, 9.0, 9.0]])
+TEACHER = np.array([[1.0, 0.0, -1.0], [3.0, -2.0, 0.0], [0.5, 0.5, 2.0], [-50.0, 50.0, 0.0]])
+LABELS = np.array([0, 2, 1, 0])
+WEIGHTS = np.array([1.0, 1.0, 1.0, 0.0])  # the last example is padding: its huge KL must vanish
+
+
+def _numpy_kl(student, teacher, weights, temperature) -> float:
+    """T² · weighted mean of Σ p_t (log p_t − log p_s), p = softmax(logits / T), in float64."""
+
+    def softmax(x):
+        e = np.exp(x / temperature - np.max(x / temperature, axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    p_t, p_s = softmax(teacher), softmax(student)
+    kl = np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=1)
+    return temperature**2 * np.sum(kl * weights) / np.sum(weights)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+def test_soft_loss_is_the_hand_computed_kl(temperature):
+    from bertjax.train.distill import soft_loss
+
+    args = [np.float32(a) for a in (STUDENT, TEACHER, WEIGHTS)]
+    got = float(soft_loss(*args, temperature))
+    np.testing.assert_allclose(
+        got, _numpy_kl(STUDENT[:3], TEACHER[:3], np.ones(3), temperature), 1e-6
+    )
+    # packed rows [rows=2, E=2, labels] are the same examples
+    packed = [a.reshape(2, 2, *a.shape[1:]) for a in args]
+    assert float(soft_loss(*packed, temperature)) == got
+
+
+def test_soft_loss_values_on_simple_cases():
+    from bertjax.train.distill import soft_loss
+
+    same = np.float32([[1.0, 2.0], [0.0, 0.0]])
+    ones = np.ones(2, np.float32)
+    assert float(soft_loss(same, same, ones, 2.0)) == 0.0  # a student equal to its teacher
+    # two classes, T = 1: teacher (0.5, 0.5), student softmax (e/(1+e), 1/(1+e)) on example 1
+    student, teacher = np.float32([[1.0, 0.0]]), np.float32([[0.0, 0.0]])
+    p = np.e / (1 + np.e)
+    want = 0.5 * np.log(0.5 / p) + 0.5 * np.log(0.5 / (1 - p))
+    np.testing.assert_allclose(float(soft_loss(student, teacher, ones[:1], 1.0)), want, 1e-6)
+    # regression: squared error to the teacher, padding ignored, T unused
+    got = soft_loss(
+        np.float32([[1.0], [3.0], [7.0]]),
+        np.float32([[0.5], [1.0], [0.0]]),
+        np.float32([1, 1, 0]),
+        3.0,
+    )
+    np.testing.assert_allclose(float(got), (0.25 + 4.0) / 2, 1e-7)
+
+
+def test_alpha_mixes_hard_and_soft_and_alpha_one_is_loss_fn_bitwise():
+    from bertjax.train.distill import distill_loss
+    from bertjax.train.steps import loss_fn
+
+    student, teacher, weights = (np.float32(a) for a in (STUDENT, TEACHER, WEIGHTS))
+    labels = LABELS.astype(np.int32)
+
+    def mixed(logits, alpha):
+        hard = loss_fn(logits, labels, weights)
+        return distill_loss(hard, logits, teacher, weights, alpha=alpha, temperature=2.0)
+
+    def hard(logits):
+        return loss_fn(logits, labels, weights)
+
+    def one(logits):
+        return mixed(logits, 1.0)
+
+    for fn in (lambda f: f, jax.grad):  # the loss, and its gradient to the student's logits
+        got, want = jax.jit(fn(one))(student), jax.jit(fn(hard))(student)
+        assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
+        assert np.abs(np.asarray(want)).max() > 0
+
+    # α = 0.25: a quarter of the hand-computed cross-entropy, three quarters of T²·KL
+    log_p = STUDENT[:3] - np.log(np.exp(STUDENT[:3]).sum(1, keepdims=True))
+    cross_entropy = -np.mean(log_p[np.arange(3), LABELS[:3]])
+    want = 0.25 * cross_entropy + 0.75 * _numpy_kl(STUDENT[:3], TEACHER[:3], np.ones(3), 2.0)
+    np.testing.assert_allclose(float(mixed(student, 0.25)), want, 1e-6)
