@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import bertjax
+import peft
 from bertjax.hub import pretrained
 from tests.conftest import TINY, TINY_DISTILBERT
 
@@ -246,3 +247,150 @@ def test_alpha_mixes_hard_and_soft_and_alpha_one_is_loss_fn_bitwise():
     cross_entropy = -np.mean(log_p[np.arange(3), LABELS[:3]])
     want = 0.25 * cross_entropy + 0.75 * _numpy_kl(STUDENT[:3], TEACHER[:3], np.ones(3), 2.0)
     np.testing.assert_allclose(float(mixed(student, 0.25)), want, 1e-6)
+
+
+# ---- teacher outputs ---------------------------------------------------------------------
+
+TEXTS = [
+    ("a gripping, funny and moving film",),
+    ("dull and far too long",),
+    ("it is a movie",),
+    ("the best thing about it is the popcorn , and even that is stale",),
+    ("an utterly charming , often hilarious comedy",),
+]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, minilm_path):
+    """A random tiny BERT classifier (classes negative/positive) with the real vocabulary."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(1)
+    config = BertConfig(
+        **{**TINY, "vocab_size": 30522, "max_position_embeddings": 128},
+        initializer_range=0.2,  # logits O(1), so 1e-5 is a relative tolerance too
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
+    folder = tmp_path_factory.mktemp("teacher")
+    BertForSequenceClassification(config).eval().save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder)
+    return folder
+
+
+def _transformers_logits(folder, texts) -> np.ndarray:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    encoded = tokenizer([t[0] for t in texts], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(**encoded).logits.numpy()
+
+
+def test_cached_teacher_logits_equal_a_fresh_forward_and_a_new_text_list_misses(
+    teacher_dir, tmp_path, monkeypatch
+):
+    from bertjax.train import teacher as teacher_
+
+    teacher = teacher_.load_teacher(teacher_dir)
+    assert teacher.label_names == ["negative", "positive"]
+    calls = []
+    real_forward = teacher_.forward
+    monkeypatch.setattr(
+        teacher_, "forward", lambda *a, **k: calls.append(len(a[1])) or real_forward(*a, **k)
+    )
+    first = teacher_.teacher_logits(teacher, TEXTS, tmp_path, max_length=64, batch_size=4)
+    again = teacher_.teacher_logits(teacher, TEXTS, tmp_path, max_length=64, batch_size=4)
+    assert calls == [5]  # the second call read the cache
+    assert again.shape == (5, 2) and again.tobytes() == first.tobytes()
+    np.testing.assert_allclose(again, _transformers_logits(teacher_dir, TEXTS), atol=TOL)
+    assert len(list(tmp_path.glob("teacher_logits-*.npy"))) == 1
+
+    changed = TEXTS[:4] + [("a different last sentence",)]
+    other = teacher_.teacher_logits(teacher, changed, tmp_path, max_length=64, batch_size=4)
+    assert calls == [5, 5] and len(list(tmp_path.glob("teacher_logits-*.npy"))) == 2
+    np.testing.assert_allclose(other[:4], first[:4], atol=TOL)  # rows packed otherwise
+    # a shorter truncation changes what the teacher reads: another key too
+    key = teacher_.cache_key(teacher, TEXTS, 64)
+    assert teacher_.cache_key(teacher, TEXTS, 8)["key"] != key["key"]
+    assert teacher_.cache_key(teacher, TEXTS, 8)["weights"] == key["weights"]
+
+
+def test_teacher_with_other_classes_fails_in_one_line_naming_both(teacher_dir):
+    from bertjax.train import teacher as teacher_
+
+    teacher = teacher_.load_teacher(teacher_dir)
+    teacher_.check_teacher_labels(teacher, ["negative", "positive"])
+    for data_names in (["positive", "negative"], ["negative", "neutral", "positive"]):
+        with pytest.raises(ValueError) as err:
+            teacher_.check_teacher_labels(teacher, data_names)
+        message = str(err.value)
+        assert "\n" not in message and str(data_names) in message
+        assert "2 classes ['negative', 'positive']" in message
+    # transformers' default names carry no meaning: only the count is checked
+    generic = teacher_.Teacher("t", None, {}, teacher_dir, None, ["LABEL_0", "LABEL_1"])
+    teacher_.check_teacher_labels(generic, ["0", "1"])
+    with pytest.raises(ValueError, match="predicts 2 classes"):
+        teacher_.check_teacher_labels(generic, ["a", "b", "c"])
+
+
+def test_unfinished_run_and_headless_model_are_refused_in_one_line(tmp_path, teacher_dir):
+    from bertjax import runs
+    from bertjax.train import teacher as teacher_
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / runs.CONFIG_FILE).write_text("{}")
+    (run / runs.LABELS_FILE).write_text('["negative", "positive"]')
+    with pytest.raises(ValueError, match=r"the run did not finish \(no summary.json\)"):
+        teacher_.load_teacher(run)
+
+    bare = tmp_path / "bare"
+    bertjax.save_pretrained(*bertjax.from_pretrained(teacher_dir), bare)  # a bare encoder
+    with pytest.raises(ValueError, match=r"no classification head \(architectures \['BertModel'"):
+        teacher_.load_teacher(bare)
+
+
+def test_transfer_texts_from_a_file_or_a_data_folder_and_empty_ones_refused(tmp_path):
+    from bertjax.train.teacher import read_transfer
+
+    file = tmp_path / "transfer.txt"
+    file.write_text("first sentence\n\nsecond one\n")
+    assert read_transfer(file, ("sentence",)) == [("first sentence",), ("second one",)]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "train.tsv").write_text("sentence\tlabel\nfine film\t1\nbad film\t0\n")
+    assert read_transfer(folder, ("sentence",)) == [("fine film",), ("bad film",)]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    with pytest.raises(ValueError) as err:
+        read_transfer(empty, ("sentence",))
+    assert str(err.value).startswith(f"distill.transfer={empty}: ") and "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="no text field"):
+        read_transfer(folder, ("premise", "hypothesis"))
+
+
+def test_a_finished_run_teaches_with_its_best_checkpoint(
+    tmp_path, tiny_bert_vocab_dir, shared_data
+):
+    from bertjax.train import inference
+    from bertjax.train import loop as training
+    from bertjax.train import teacher as teacher_
+    from tests.conftest import run_config
+
+    run = tmp_path / "run"
+    training.train(
+        run_config(run, tiny_bert_vocab_dir, shared_data / "sst2", **{"train.max_steps": 2})
+    )
+    teacher = teacher_.load_teacher(run)
+    assert teacher.label_names == json.loads((run / "labels.json").read_text())
+    got = teacher_.teacher_logits(teacher, TEXTS, tmp_path / "cache", max_length=64)
+    _, setup, trainable = inference.load_run(run, with_data=False)
+    bertjax.save_pretrained(
+        setup.model,
+        peft.combine(setup.params, trainable),
+        tmp_path / "merged",
+        tokenizer=tiny_bert_vocab_dir,
+    )
+    np.testing.assert_allclose(got, _transformers_logits(tmp_path / "merged", TEXTS), atol=TOL)
