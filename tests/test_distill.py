@@ -394,3 +394,45 @@ def test_a_finished_run_teaches_with_its_best_checkpoint(
         tokenizer=tiny_bert_vocab_dir,
     )
     np.testing.assert_allclose(got, _transformers_logits(tmp_path / "merged", TEXTS), atol=TOL)
+
+
+# ---- config ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"distill.temperature": 0.0}, "distill.temperature=0.0 must be a number > 0"),
+        ({"distill.temperature": float("nan")}, "distill.temperature=nan must be a number > 0"),
+        ({"distill.alpha": 1.5}, "distill.alpha=1.5 must be in [0, 1]"),
+        ({"distill.alpha": -0.1}, "distill.alpha=-0.1 must be in [0, 1]"),
+        ({"distill.transfer": "t.txt"}, "distill.transfer='t.txt' needs a teacher"),
+        ({"model_layers": (2, 0)}, "model_layers=(2, 0) is not sorted"),
+        ({"model_layers": (0, 0)}, "model_layers=(0, 0) repeats a layer"),
+        ({"model_layers": ()}, "model_layers=() is empty"),
+        ({"model_layers": (-1, 0)}, "model_layers=(-1, 0) is out of range: layers are >= 0"),
+    ],
+)
+def test_distill_and_model_layers_fields_are_checked_in_one_line(overrides, message):
+    from bertjax.train.checks import check_config
+    from configs import base
+
+    config = base.get_config()
+    config.update_from_flattened_dict(overrides)
+    with pytest.raises(ValueError) as err:
+        check_config(config)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_default_and_valid_distill_configs_pass():
+    from bertjax.train.checks import check_config
+    from configs import base
+
+    config = base.get_config()
+    assert config.distill.teacher is None and config.model_layers is None  # off by default
+    assert (config.distill.temperature, config.distill.alpha) == (2.0, 0.5)
+    check_config(config)
+    config.update_from_flattened_dict(
+        {"distill.teacher": "runs/t", "distill.alpha": 0, "model_layers": (0, 2, 4)}
+    )
+    check_config(config)
