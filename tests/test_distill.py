@@ -436,3 +436,86 @@ def test_default_and_valid_distill_configs_pass():
         {"distill.teacher": "runs/t", "distill.alpha": 0, "model_layers": (0, 2, 4)}
     )
     check_config(config)
+
+
+# ---- soft targets through batching and the train step ---------------------------------------
+
+
+def _soft_dataset(num_labels: int = 3):
+    import datasets
+
+    rng = np.random.default_rng(0)
+    lengths = [5, 9, 3, 7, 4, 6, 8, 5]
+    return datasets.Dataset.from_dict(
+        {
+            "input_ids": [[1, *rng.integers(3, 99, n - 2).tolist(), 2] for n in lengths],
+            "label": rng.integers(0, num_labels, len(lengths)).tolist(),
+            "teacher_logits": rng.normal(size=(len(lengths), num_labels)).tolist(),
+        }
+    )
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_teacher_logits_travel_in_batches_like_labels(packed):
+    from bertjax.data import batching
+
+    dataset = _soft_dataset()
+    want = np.float32(dataset["teacher_logits"])
+    labels = np.asarray(dataset["label"])
+    batches = list(batching.train_batches(dataset, 4, (8, 16), 0, 0, pad_id=0, packing=packed))
+    batches += list(batching.eval_batches(dataset, 4, (8, 16), pad_id=0, packing=packed))
+    for batch in batches:
+        real = batch["weights"] > 0
+        index = batch["index"][real]
+        assert batch["teacher_logits"].shape == (*batch["labels"].shape, 3)
+        np.testing.assert_array_equal(batch["teacher_logits"][real], want[index])
+        np.testing.assert_array_equal(batch["labels"][real], labels[index])
+        assert not batch["teacher_logits"][~real].any()  # padding slots hold zeros
+
+
+def _one_step(distill, batch, params):
+    import optax
+
+    from bertjax.train.steps import init_state, make_train_step
+
+    model = _one_step.model
+    optimizer = optax.adamw(1e-2)
+    mask = jax.tree_util.tree_map(lambda _: True, params)
+    state = init_state(params, mask, optimizer)
+    step = make_train_step(model, optimizer, distill=distill)
+    stacked = {k: v[None] for k, v in batch.items() if k != "index"}
+    state, metrics = step(state, stacked, jax.random.key(0)[None])
+    return jax.device_get(state.trainable), jax.device_get(metrics)
+
+
+def test_distillation_step_alpha_one_is_the_plain_step_bitwise():
+    from bertjax.data import batching
+    from bertjax.train.distill import Distill
+
+    model, params = bertjax.from_config(dict(model_type="bert", **TINY), num_labels=3)
+    _one_step.model = model
+    dataset = _soft_dataset()
+    # packed rows: teacher_logits [rows, E, num_labels] (plain batches: the zero-gradient test)
+    batch = next(batching.train_batches(dataset, 8, (16,), 0, 0, pad_id=0, packing=True))
+    plain = {k: v for k, v in batch.items() if k != "teacher_logits"}
+    want, want_metrics = _one_step(None, plain, params)
+    got, metrics = _one_step(Distill(alpha=1.0, temperature=2.0), batch, params)
+    same = jax.tree_util.tree_map(lambda a, b: a.tobytes() == b.tobytes(), got, want)
+    assert all(jax.tree_util.tree_leaves(same))
+    assert metrics["loss"].tobytes() == want_metrics["loss"].tobytes()
+
+
+def test_distilling_a_student_towards_its_own_outputs_gives_zero_loss_and_gradient():
+    from bertjax.data import batching
+    from bertjax.train.distill import Distill
+    from bertjax.train.steps import make_eval_step
+
+    no_dropout = dict(TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model, params = bertjax.from_config(dict(model_type="bert", **no_dropout), num_labels=3)
+    _one_step.model = model
+    batch = next(batching.train_batches(_soft_dataset(), 8, (16,), 0, 0, pad_id=0))
+    inputs = {k: v for k, v in batch.items() if k not in ("index", "teacher_logits")}
+    batch["teacher_logits"] = np.asarray(make_eval_step(model)(params, {}, inputs))
+    _, metrics = _one_step(Distill(alpha=0.0, temperature=3.0), batch, params)
+    # the labels' cross-entropy would be about log 3 here: the step used the soft targets only
+    assert abs(float(metrics["loss"][0])) < 1e-6 and float(metrics["grad_norm"][0]) < 1e-5

@@ -11,6 +11,9 @@ from bertjax.data import packing as packing_
 
 Batch = dict[str, np.ndarray]
 Plan = list[tuple[int, np.ndarray]]  # (padded length, example indices) per batch
+# Dataset column and batch field of a distillation teacher's logits: [examples, num_labels]
+# per batch ([rows, E, num_labels] packed), zero on padding, gathered like the labels.
+SOFT_TARGETS = "teacher_logits"
 
 
 def bucket_lengths(max_length: int) -> tuple[int, ...]:
@@ -41,6 +44,10 @@ def _columns(dataset: datasets.Dataset) -> dict[str, np.ndarray]:
     if "token_type_ids" in table.column_names:
         types = table.column("token_type_ids").combine_chunks().flatten()
         cols["token_type_ids"] = np.append(types.to_numpy(zero_copy_only=False), 0)
+    if SOFT_TARGETS in table.column_names:  # a distillation teacher's logits [n, num_labels]
+        soft = table.column(SOFT_TARGETS).combine_chunks().flatten()
+        cols[SOFT_TARGETS] = soft.to_numpy(zero_copy_only=False).astype(np.float32)
+        cols[SOFT_TARGETS] = cols[SOFT_TARGETS].reshape(len(lengths), -1)
     return cols
 
 
@@ -112,7 +119,7 @@ def pad_batch(
     label = cols["label"]
     labels = np.zeros(batch_size, np.float32 if label.dtype.kind == "f" else np.int32)
     labels[:rows] = label[index]
-    return {
+    batch = {
         "input_ids": padded(cols["input_ids"], pad_id),
         "attention_mask": attention_mask,
         "token_type_ids": padded(types, 0) if types is not None else np.zeros_like(attention_mask),
@@ -123,6 +130,11 @@ def pad_batch(
         "weights": (np.arange(batch_size) < rows).astype(np.float32),
         "index": np.concatenate([index, np.full(batch_size - rows, -1)]).astype(np.int32),
     }
+    if SOFT_TARGETS in cols:
+        soft = cols[SOFT_TARGETS]
+        batch[SOFT_TARGETS] = np.zeros((batch_size, soft.shape[1]), np.float32)
+        batch[SOFT_TARGETS][:rows] = soft[index]
+    return batch
 
 
 def num_train_batches(dataset: datasets.Dataset, batch_size: int) -> int:

@@ -1,7 +1,17 @@
 """Knowledge-distillation loss: hard labels mixed with a teacher's softened predictions."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Distill:
+    """config.distill's loss settings: alpha, the weight of the label loss; temperature T."""
+
+    alpha: float = 0.5
+    temperature: float = 2.0
 
 
 def weighted_mean(per_example: jax.Array, weights: jax.Array) -> jax.Array:
