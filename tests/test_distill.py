@@ -320,19 +320,20 @@ def test_cached_teacher_logits_equal_a_fresh_forward_and_a_new_text_list_misses(
 def test_teacher_with_other_classes_fails_in_one_line_naming_both(teacher_dir):
     from bertjax.train import teacher as teacher_
 
-    teacher = teacher_.load_teacher(teacher_dir)
-    teacher_.check_teacher_labels(teacher, ["negative", "positive"])
+    names = teacher_.label_names_of(teacher_dir)
+    assert names == ["negative", "positive"]
+    teacher_.check_teacher_labels(teacher_dir, names, ["negative", "positive"])
     for data_names in (["positive", "negative"], ["negative", "neutral", "positive"]):
         with pytest.raises(ValueError) as err:
-            teacher_.check_teacher_labels(teacher, data_names)
+            teacher_.check_teacher_labels(teacher_dir, names, data_names)
         message = str(err.value)
         assert "\n" not in message and str(data_names) in message
-        assert "2 classes ['negative', 'positive']" in message
+        assert f"={teacher_dir} predicts 2 classes ['negative', 'positive']" in message
     # transformers' default names carry no meaning: only the count is checked
-    generic = teacher_.Teacher("t", None, {}, teacher_dir, None, ["LABEL_0", "LABEL_1"])
-    teacher_.check_teacher_labels(generic, ["0", "1"])
+    generic = ["LABEL_0", "LABEL_1"]
+    teacher_.check_teacher_labels("t", generic, ["0", "1"])
     with pytest.raises(ValueError, match="predicts 2 classes"):
-        teacher_.check_teacher_labels(generic, ["a", "b", "c"])
+        teacher_.check_teacher_labels("t", generic, ["a", "b", "c"])
 
 
 def test_unfinished_run_and_headless_model_are_refused_in_one_line(tmp_path, teacher_dir):
@@ -407,6 +408,10 @@ def test_a_finished_run_teaches_with_its_best_checkpoint(
         ({"distill.alpha": 1.5}, "distill.alpha=1.5 must be in [0, 1]"),
         ({"distill.alpha": -0.1}, "distill.alpha=-0.1 must be in [0, 1]"),
         ({"distill.transfer": "t.txt"}, "distill.transfer='t.txt' needs a teacher"),
+        (
+            {"distill.teacher": "runs/t", "distill.transfer": "t.txt"},
+            "distill.alpha=0.5, but distill.transfer texts have no labels",
+        ),
         ({"model_layers": (2, 0)}, "model_layers=(2, 0) is not sorted"),
         ({"model_layers": (0, 0)}, "model_layers=(0, 0) repeats a layer"),
         ({"model_layers": ()}, "model_layers=() is empty"),
@@ -462,8 +467,8 @@ def test_teacher_logits_travel_in_batches_like_labels(packed):
     dataset = _soft_dataset()
     want = np.float32(dataset["teacher_logits"])
     labels = np.asarray(dataset["label"])
-    batches = list(batching.train_batches(dataset, 4, (8, 16), 0, 0, pad_id=0, packing=packed))
-    batches += list(batching.eval_batches(dataset, 4, (8, 16), pad_id=0, packing=packed))
+    train = list(batching.train_batches(dataset, 4, (8, 16), 0, 0, pad_id=0, packing=packed))
+    batches = train + list(batching.eval_batches(dataset, 4, (8, 16), pad_id=0, packing=packed))
     for batch in batches:
         real = batch["weights"] > 0
         index = batch["index"][real]
@@ -471,6 +476,9 @@ def test_teacher_logits_travel_in_batches_like_labels(packed):
         np.testing.assert_array_equal(batch["teacher_logits"][real], want[index])
         np.testing.assert_array_equal(batch["labels"][real], labels[index])
         assert not batch["teacher_logits"][~real].any()  # padding slots hold zeros
+    longest = batching.longest_batch(dataset, 4, (8, 16), 3, packing=packed)
+    widest = max(train, key=lambda b: b["input_ids"].size)
+    assert longest["teacher_logits"].shape == widest["teacher_logits"].shape
 
 
 def _one_step(distill, batch, params):
@@ -519,3 +527,56 @@ def test_distilling_a_student_towards_its_own_outputs_gives_zero_loss_and_gradie
     _, metrics = _one_step(Distill(alpha=0.0, temperature=3.0), batch, params)
     # the labels' cross-entropy would be about log 3 here: the step used the soft targets only
     assert abs(float(metrics["loss"][0])) < 1e-6 and float(metrics["grad_norm"][0]) < 1e-5
+
+
+def _sentiment_folder(folder, names=("negative", "positive")):
+    folder.mkdir()
+    rows = [f"{t[0]}\t{names[i % 2]}" for i, t in enumerate(TEXTS)]
+    for split in ("train", "dev"):
+        (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+def _distill_config(data_path, teacher, **distill):
+    from configs import base
+
+    config = base.get_config()
+    config.data.path = str(data_path)
+    config.data.splits.validation, config.data.splits.test = "dev", ""
+    config.data.max_length = 64
+    config.distill.teacher = str(teacher)
+    config.distill.update(distill)
+    return config
+
+
+def test_soft_train_set_holds_the_teachers_logits_of_train_or_transfer_texts(teacher_dir, tmp_path):
+    from bertjax import data
+    from bertjax.train.teacher import soft_train_set
+
+    config = _distill_config(_sentiment_folder(tmp_path / "data"), teacher_dir)
+    tokenizer = bertjax.load_tokenizer(teacher_dir)
+    splits, names = data.prepare(config.data, tokenizer, 0)
+    out = soft_train_set(config, splits["train"], names, tokenizer, tmp_path / "cache")
+    assert out["input_ids"] == splits["train"]["input_ids"]
+    want = _transformers_logits(teacher_dir, TEXTS)
+    np.testing.assert_allclose(np.float32(out["teacher_logits"]), want, atol=TOL)
+
+    transfer = tmp_path / "transfer.txt"
+    transfer.write_text("\n".join(t[0] for t in TEXTS[1:4]) + "\n")
+    config = _distill_config(tmp_path / "data", teacher_dir, transfer=str(transfer), alpha=0.0)
+    out = soft_train_set(config, splits["train"], names, tokenizer, tmp_path / "cache")
+    assert len(out) == 3 and out["label"] == [0, 0, 0]
+    np.testing.assert_allclose(np.float32(out["teacher_logits"]), want[1:4], atol=TOL)
+
+
+def test_a_teacher_of_other_classes_is_refused_before_it_loads(teacher_dir, tmp_path, monkeypatch):
+    from bertjax import data
+    from bertjax.train import teacher as teacher_
+
+    folder = _sentiment_folder(tmp_path / "data", names=("bad", "good"))
+    config = _distill_config(folder, teacher_dir)
+    tokenizer = bertjax.load_tokenizer(teacher_dir)
+    splits, names = data.prepare(config.data, tokenizer, 0)
+    monkeypatch.setattr(teacher_, "load_teacher", lambda source: pytest.fail("teacher loaded"))
+    with pytest.raises(ValueError, match=r"'positive'\], but the data has 2: \['bad'"):
+        teacher_.soft_train_set(config, splits["train"], names, tokenizer, tmp_path / "cache")

@@ -233,14 +233,21 @@ def padding_stats(
 
 
 def abstract_batch(
-    batch_size: int, length: int, num_labels: int, per_row: int | None = None
+    batch_size: int,
+    length: int,
+    num_labels: int,
+    per_row: int | None = None,
+    soft_targets: bool = False,
 ) -> dict:
     """Shapes and dtypes of a training batch as train_batches makes it (for jax AOT lowering):
-    batch_size rows of `length`; packed rows hold per_row examples (None: unpacked)."""
+    batch_size rows of `length`; packed rows hold per_row examples (None: unpacked);
+    `soft_targets`: with a teacher's logits (SOFT_TARGETS), when distilling."""
     ints = jax.ShapeDtypeStruct((batch_size, length), jnp.int32)
     label_dtype = jnp.float32 if num_labels == 1 else jnp.int32
     examples = (batch_size,) if per_row is None else (batch_size, per_row)
+    soft = jax.ShapeDtypeStruct((*examples, num_labels), jnp.float32)
     return dict(
+        **({SOFT_TARGETS: soft} if soft_targets else {}),
         input_ids=ints,
         attention_mask=ints,
         token_type_ids=ints,
@@ -259,8 +266,10 @@ def longest_batch(
     num_labels: int,
     packing: bool = False,
 ) -> dict:
-    """abstract_batch of the largest training batch: the packed layout, or buckets[-1]."""
+    """abstract_batch of the largest training batch: the packed layout, or buckets[-1]
+    (with the teacher's logits when the dataset has them)."""
+    soft = SOFT_TARGETS in dataset.column_names
     if not packing:
-        return abstract_batch(batch_size, buckets[-1], num_labels)
+        return abstract_batch(batch_size, buckets[-1], num_labels, soft_targets=soft)
     layout = packing_.train_layout(_columns(dataset)["lengths"], batch_size, buckets[-1])
-    return abstract_batch(layout.rows, layout.length, num_labels, layout.per_row)
+    return abstract_batch(layout.rows, layout.length, num_labels, layout.per_row, soft)

@@ -81,6 +81,11 @@ def check_distill(config) -> None:
             f"distill.transfer={distill.transfer!r} needs a teacher to label its texts; set "
             "--config.distill.teacher or unset distill.transfer"
         )
+    if distill.get("transfer") is not None and alpha != 0:
+        raise ValueError(
+            f"distill.alpha={alpha!r}, but distill.transfer texts have no labels to weigh; "
+            "set --config.distill.alpha=0 (soft targets only)"
+        )
 
 
 def check_config(config) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import peft
 from bertjax import data, runs
 from bertjax.data import files, packing
-from bertjax.data.batching import bucket_lengths
+from bertjax.data.batching import SOFT_TARGETS, bucket_lengths
 from bertjax.hub.pretrained import from_pretrained, load_tokenizer, read_hf_config, resolve
 from bertjax.parallel import distributed, sharding
 from bertjax.runs import checkpoint
@@ -82,22 +82,31 @@ def _hf_teacher(folder: Path, source: str) -> Teacher:
             f"distill.teacher={source}: no classification head (architectures "
             f"{architectures}); give a fine-tuned classifier, a finished run or its export"
         )
-    id2label = hf_config.get("id2label") or {}
-    names = [id2label[k] for k in sorted(id2label, key=int)]
+    names = label_names_of(folder)
     model, params = from_pretrained(folder, len(names))
     return Teacher(source, model, params, folder, load_tokenizer(folder), names)
 
 
-def check_teacher_labels(teacher: Teacher, data_names: list[str]) -> None:
-    """A one-line error unless the teacher predicts the data's classes, in the same order.
-    transformers' default names (LABEL_0, LABEL_1, …) say nothing: only their count must
-    match."""
-    names = list(teacher.label_names)
+def label_names_of(source) -> list[str]:
+    """A teacher's class names without loading it: a run's labels.json, else config.json's
+    id2label (in id order)."""
+    folder = resolve(source)
+    if is_run(folder):
+        return json.loads((folder / runs.LABELS_FILE).read_text())
+    id2label = read_hf_config(folder).get("id2label") or {}
+    return [id2label[k] for k in sorted(id2label, key=int)]
+
+
+def check_teacher_labels(source, names: list[str], data_names: list[str]) -> None:
+    """A one-line error unless the teacher `source` predicts the data's classes (`names`
+    against `data_names`, in the same order). transformers' default names (LABEL_0,
+    LABEL_1, …) say nothing: only their count must match."""
+    names = list(names)
     generic = names == [f"LABEL_{i}" for i in range(len(names))]
     if names == list(data_names) or (generic and len(names) == len(data_names)):
         return
     raise ValueError(
-        f"distill.teacher={teacher.source} predicts {len(names)} classes {names}, but the "
+        f"distill.teacher={source} predicts {len(names)} classes {names}, but the "
         f"data has {len(data_names)}: {list(data_names)}; distil from a teacher trained on "
         "the data's labels"
     )
@@ -209,3 +218,28 @@ def teacher_logits(
         )
         os.replace(tmp, file)
     return logits
+
+
+def soft_train_set(config, train_set: datasets.Dataset, data_names, tokenizer, cache_dir):
+    """The train split with the teacher's logits as column batching.SOFT_TARGETS, for a
+    config with distill.teacher: the logits of the train split's own texts, or, with
+    distill.transfer, the transfer texts in the train split's place (tokenized by the
+    student's `tokenizer`, label 0: distill.alpha is 0 there). The cheap checks (transfer
+    texts, the teacher's classes) come before the teacher loads."""
+    distill, data_cfg = config.distill, config.data
+    fields = tuple(data_cfg.text_fields)
+    if distill.get("transfer"):
+        texts = read_transfer(distill.transfer, fields)
+        table = {f: [t[i] for t in texts] for i, f in enumerate(fields)}
+        table["label"] = [0] * len(texts)
+        splits = {"train": datasets.Dataset.from_dict(table)}
+        train_set = data.tokenize(splits, tokenizer, data_cfg)["train"]
+    else:
+        raw = data.load_splits(data_cfg, config.train.seed)["train"]
+        texts = list(zip(*(raw[f] for f in fields), strict=True))
+    check_teacher_labels(distill.teacher, label_names_of(distill.teacher), data_names)
+    teacher = load_teacher(distill.teacher)
+    logits = teacher_logits(
+        teacher, texts, cache_dir, data_cfg.max_length, config.train.eval_batch_size
+    )
+    return train_set.add_column(SOFT_TARGETS, logits.tolist())
