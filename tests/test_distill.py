@@ -10,7 +10,7 @@ import torch
 import bertjax
 import peft
 from bertjax.hub import pretrained
-from tests.conftest import TINY, TINY_DISTILBERT
+from tests.conftest import TINY, TINY_DISTILBERT, TINY_ELECTRA
 
 KEEP = (0, 2)  # of 4 layers: DistilBERT's "one layer out of two"
 TOL = 1e-5
@@ -72,6 +72,33 @@ def _tiny_modernbert():
     return ModernBertForSequenceClassification(config).eval(), lambda m: m.model
 
 
+def _tiny_electra():
+    from transformers import ElectraConfig, ElectraForSequenceClassification
+
+    torch.manual_seed(0)
+    config = ElectraConfig(**{**TINY_ELECTRA, "num_hidden_layers": 4}, num_labels=3)
+    return ElectraForSequenceClassification(config).eval(), lambda m: m.electra.encoder
+
+
+def _tiny_deberta():
+    """deberta-v3's options (relative positions in log buckets, shared keys)."""
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    torch.manual_seed(0)
+    config = DebertaV2Config(
+        **{**TINY, "num_hidden_layers": 4, "type_vocab_size": 0, "initializer_range": 0.2},
+        num_labels=3,
+        position_biased_input=False,
+        relative_attention=True,
+        pos_att_type=["p2c", "c2p"],
+        position_buckets=8,
+        max_relative_positions=20,
+        norm_rel_ebd="layer_norm",
+        share_att_key=True,
+    )
+    return DebertaV2ForSequenceClassification(config).eval(), lambda m: m.deberta.encoder
+
+
 def _pruned(model, stack, keep):
     """transformers' own model with only the `keep` layers: the reference."""
     import copy
@@ -83,7 +110,13 @@ def _pruned(model, stack, keep):
     return pruned
 
 
-FAMILIES = {"bert": _tiny_bert, "distilbert": _tiny_distilbert, "modernbert": _tiny_modernbert}
+FAMILIES = {
+    "bert": _tiny_bert,
+    "deberta-v2": _tiny_deberta,
+    "distilbert": _tiny_distilbert,
+    "electra": _tiny_electra,
+    "modernbert": _tiny_modernbert,
+}
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
