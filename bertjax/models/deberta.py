@@ -155,7 +155,8 @@ def bucket_table(seq_len: int, config: DebertaConfig) -> np.ndarray:
 
 def relative_positions(positions: jax.Array, config: DebertaConfig) -> jax.Array:
     """positions [batch or 1, seq] (index within each example) -> [batch or 1, seq, seq]
-    int32: query position - key position, log-bucketed when configured."""
+    int32: query position - key position, log-bucketed when configured. Pairs across
+    packed examples get a distance too, masked out of attention (layers.same_example)."""
     seq_len = positions.shape[-1]
     table = jnp.asarray(bucket_table(seq_len, config))
     return table[positions[:, :, None] - positions[:, None, :] + seq_len - 1]

@@ -245,7 +245,8 @@ class LayerStack(_ModernBlock):
         biases = attention_biases(attended, positions, cfg.sliding_window)
         thetas = {GLOBAL: cfg.global_rope_theta, LOCAL: cfg.local_rope_theta}
         # cos/sin in the compute dtype, as transformers casts them to the hidden dtype; each
-        # token takes its position's row.
+        # token takes its position's row: a packed example's angles then equal its unpacked
+        # ones exactly (row positions would agree only up to float rounding).
         tables = {
             kind: [
                 jnp.asarray(t, self.dtype)[positions]
