@@ -108,3 +108,22 @@ def test_remat_refused_for_a_family_without_it():
     with pytest.raises(ValueError, match="not electra; use --config.train.remat=False"):
         build(config, 2, remat=True)
     build(model_config_from_hf(dict(TINY, model_type="bert")), 2, remat=True)  # accepted
+
+
+def test_adapter_run_config_trains_modernbert_norms(tmp_path):
+    """The run's trainable mask (bertjax.train.build) passes the family's norms to peft."""
+    import types
+
+    import torch
+    from transformers import ModernBertForSequenceClassification
+
+    from bertjax.train.build import build_model
+    from tests.conftest import run_config
+
+    torch.manual_seed(0)
+    hf = ModernBertForSequenceClassification(ModernBertConfig(**MODERN, num_labels=3))
+    hf.save_pretrained(tmp_path / "modernbert")
+    config = run_config(tmp_path / "run", tmp_path / "modernbert", tmp_path / "data")
+    config.peft.method = "adapter"
+    setup = build_model(config, ["a", "b", "c"], types.SimpleNamespace(pad_token_id=0))
+    assert peft.count(setup.params, setup.mask) == 972 + 224 + 99  # as counted above
