@@ -1,47 +1,10 @@
-"""Fine-tunes a BERT-family encoder as a config file says. Intentionally kept short.
+"""Fine-tunes a BERT-family encoder as a config file says; see bertjax/train/command.py.
 
-    python train.py --config configs/sst2_lora.py [--config.optim.lr=1e-4 ...] [--overwrite]
-    python train.py --config configs/sst2_lora.py --help   # every config field, its value, meaning
-
-Writes runs/<config name>/ (or --config.workdir): config.json, labels.json, metrics.jsonl,
-curves.png, summary.json and Orbax checkpoints/{best,last}. Re-running the same command
-resumes from checkpoints/last.
+python train.py --config configs/sst2_lora.py [--config.optim.lr=1e-4 ...] [--overwrite]
+python train.py --config configs/sst2_lora.py --help   # every config field, its value, meaning
 """
 
-import json
-import sys
-
-from absl import app, flags
-from ml_collections import config_flags
-
-from bertjax import cli
-from bertjax.parallel import distributed
-from bertjax.train import checks, xla_cache
-from bertjax.train import loop as training
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to a configs/*.py file.", lock_config=True
-)
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Empty an existing run folder first.")
-flags.mark_flags_as_required(["config"])
-
-
-def main(argv):
-    del argv
-    cli.setup_logging()
-    try:
-        distributed.maybe_initialize()  # before anything asks JAX for its devices
-        checks.check_config(_CONFIG.value)
-        xla_cache.enable()
-        result = training.train(_CONFIG.value, overwrite=_OVERWRITE.value)
-    except (ValueError, OSError) as err:
-        cli.fail(err)
-    if "error" in result:  # diverged
-        cli.fail(result["error"])
-    if "exit_status" in result:  # stopped by a signal, checkpoints/last saved
-        sys.exit(result["exit_status"])
-    print(json.dumps(result))
-
+from bertjax.train.command import run
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    run()

@@ -62,11 +62,11 @@ def _config_path(argv: list[str]) -> str | None:
 
 
 def _load_config(path: str | None):
-    """The config a --config path gives (configs/base.py without one)."""
+    """The config a --config path gives (the defaults without one)."""
     if path is None:
-        from configs import base
+        from bertjax.train import defaults
 
-        return base.get_config()
+        return defaults.get_config()
     file, sep, arg = path.partition(":")  # big_vision's configs/x.py:arg, as config_flags
     spec = importlib.util.spec_from_file_location("bertjax_cli_config", file)
     module = importlib.util.module_from_spec(spec)
@@ -107,11 +107,12 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def parse_flags(argv: list[str]) -> list[str]:
+def parse_flags(argv: list[str], command=None) -> list[str]:
     """absl flag parsing with one-line errors (exit 1) and a --help that lists the config
-    fields (exit 0); pass as `app.run(main, flags_parser=cli.parse_flags)`."""
+    fields (exit 0); pass as `app.run(main, flags_parser=cli.parse_flags)`. command: the
+    module that defines the flags and whose docstring is the help (default: __main__)."""
     if any(arg in HELP_FLAGS for arg in argv[1:]):
-        print(help_text(argv))
+        print(help_text(argv, command))
         sys.exit(0)
     try:
         rest = flags.FLAGS(argv)
@@ -173,13 +174,13 @@ def field_comments(module) -> dict[str, str]:
 
 
 def config_fields_help(config) -> str:
-    """Every field of config: name, its value there and its meaning (configs/base.py)."""
+    """Every field of config: name, its value there and its meaning (bertjax/train/defaults.py)."""
+    from bertjax.train import defaults
     from bertjax.train.checks import flat_fields
-    from configs import base
 
-    meanings = field_comments(base)
+    meanings = field_comments(defaults)
     fields = flat_fields(config)
-    order = {name: i for i, name in enumerate(meanings)}  # base.py's order, then the rest
+    order = {name: i for i, name in enumerate(meanings)}  # defaults' order, then the rest
     fields = dict(sorted(fields.items(), key=lambda item: order.get(item[0], len(order))))
     width = max(map(len, fields))
     values = {name: repr(value) for name, value in fields.items()}
@@ -190,12 +191,13 @@ def config_fields_help(config) -> str:
     )
 
 
-def help_text(argv: list[str]) -> str:
+def help_text(argv: list[str], command=None) -> str:
     """The script's docstring, its flags and the config fields with the --config file's
-    values (configs/base.py's without one)."""
-    main = sys.modules["__main__"]
+    values (the defaults without one); command: as parse_flags."""
+    main = command or sys.modules["__main__"]
     parts = [(main.__doc__ or "").strip(), "", "flags:"]
-    parts.append(flags.FLAGS.main_module_help() or "  (none)")
+    own = flags.FLAGS.module_help(main.__name__) if command else flags.FLAGS.main_module_help()
+    parts.append(own or "  (none)")
     if "config" in flags.FLAGS:
         path = _config_path(argv)
         try:
@@ -204,7 +206,7 @@ def help_text(argv: list[str]) -> str:
             return "\n".join(parts + ["", f"(cannot load {path}: {_first_line(err)})"])
         parts += [
             "",
-            f"config fields (values of {path or 'configs/base.py'}; override any with "
+            f"config fields (values of {path or 'the defaults'}; override any with "
             "--config.<field>=<value>):",
             config_fields_help(config),
         ]

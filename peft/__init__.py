@@ -7,7 +7,7 @@ from peft.adapter import Adapter, AdapterConfig
 from peft.dora import reset_magnitudes
 from peft.ia3 import IA3Config, merge_ia3
 from peft.inject import Peft, with_ia3, with_lora
-from peft.lora import LoraConfig, merge_lora
+from peft.lora import LoraConfig
 from peft.masks import (
     BitFitConfig,
     bitfit_mask,
@@ -18,6 +18,7 @@ from peft.masks import (
     split,
     trainable_mask,
 )
+from peft.merge import merge_lora
 from peft.optim import freeze, labels
 
 __all__ = [

@@ -11,7 +11,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from peft.adapter import AdapterConfig
 from peft.ia3 import IA3Config
 from peft.lora import LoraConfig, is_target
-from peft.targets import split_path, under
+from peft.targets import split_path, target_matches, under
 
 Path = tuple[str, ...]
 
@@ -83,8 +83,18 @@ def bitfit_mask(
     return _map_paths(selected, params)
 
 
-def _is_layer_norm(path: Path) -> bool:
-    return any("layernorm" in p.lower().replace("_", "") for p in path)
+def _layer_norm_rule(params, norms: Sequence[str] | None):
+    """path -> whether the leaf belongs to a layer norm. norms None: any module whose name
+    holds "layernorm" (case and "_" ignored: LayerNorm, sa_layer_norm); else module-path
+    suffixes as LoRA targets take them ("attn_norm", "embeddings/norm"), each of which must
+    match some parameter."""
+    if norms is None:
+        return lambda path: any("layernorm" in p.lower().replace("_", "") for p in path[:-1])
+    modules = {path[:-1] for path in flatten_dict(_as_dict(params))}
+    for norm in norms:
+        if not any(target_matches(norm, module) for module in modules):
+            raise ValueError(f"norm {norm!r} matches no module of the parameters")
+    return lambda path: any(target_matches(norm, path[:-1]) for norm in norms)
 
 
 def _factor_of(config, kind: str):
@@ -92,15 +102,24 @@ def _factor_of(config, kind: str):
     return lambda path: len(path) > 2 and path[-2] == kind and is_target(config, path[:-2])
 
 
-def trainable_mask(params, method, *, head: Sequence[str] = ("classifier",)):
+def trainable_mask(
+    params,
+    method,
+    *,
+    head: Sequence[str] = ("classifier",),
+    norms: Sequence[str] | None = None,
+):
     """A bool tree: which leaves a method trains.
 
     method: "full"; "head" (head only); "bitfit" or a BitFitConfig (biases + head); a
     LoraConfig (its targets' LoRA/DoRA factors + head) or "lora" (any `lora` leaf + head);
     an IA3Config or "ia3" (IA3 vectors + head); an AdapterConfig or "adapter" (adapters +
-    every LayerNorm + head).
+    every layer norm + head, as Houlsby et al. 2019).
     head: paths of the task head (BERT `classifier`; RoBERTa's `classifier` holds `dense`
     and `out_proj`; "classifier/bias"; () for none). A head that matches nothing is an error.
+    norms: the layer norms adapters train, as module-path suffixes (ModernBERT's
+    ("embeddings/norm", "attn_norm", "mlp_norm", "final_norm")); None: every module whose
+    name holds "layernorm" (BERT, RoBERTa, DistilBERT, DeBERTa, ELECTRA).
     """
     if method == "full":
         return _map_paths(lambda path: True, params)
@@ -112,14 +131,14 @@ def trainable_mask(params, method, *, head: Sequence[str] = ("classifier",)):
         "head": lambda path: False,
         "lora": lambda path: "lora" in path,
         "ia3": lambda path: "ia3" in path,
-        "adapter": lambda path: "adapter" in path or _is_layer_norm(path),
     }
     if isinstance(method, LoraConfig):
         rule = _factor_of(method, "lora")
     elif isinstance(method, IA3Config):
         rule = _factor_of(method, "ia3")
-    elif isinstance(method, AdapterConfig):
-        rule = rules["adapter"]
+    elif isinstance(method, AdapterConfig) or method == "adapter":
+        is_norm = _layer_norm_rule(params, norms)
+        rule = lambda path: "adapter" in path or is_norm(path)  # noqa: E731
     elif method in rules:
         rule = rules[method]
     else:

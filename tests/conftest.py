@@ -170,3 +170,11 @@ def run_config(workdir: Path, model: Path, data_path: Path, **overrides):
     config.optim.update(lr=1e-3, warmup_ratio=0.0)
     config.update_from_flattened_dict(overrides)
     return config
+
+
+def best_logged_step(records: list[dict], metric: str) -> int:
+    """The step of the highest logged validation `metric` (the earliest of equal ones: a
+    later evaluation must beat the best to replace it)."""
+    validation = [(r["step"], r["metrics"][metric]) for r in records if r["split"] == "validation"]
+    top = max(value for _, value in validation)
+    return min(step for step, value in validation if value == top)

@@ -18,7 +18,7 @@ from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_p
 
 from bertjax.hub.convert import flax_to_hf, hf_to_flax
 from bertjax.models import deberta
-from bertjax.models.families import build as model_build  # LoRA wraps the family's model
+from bertjax.models.families import build as model_build
 from peft.adapter import AdapterConfig
 from peft.lora import LoraConfig
 
@@ -156,13 +156,13 @@ def test_classifier_and_encoder_parity(hf_model):
     cfg = deberta.config_from_hf(hf_model.config.to_dict())
     want = _torch(hf_model, ids, mask, types)
 
-    classifier = deberta.build(cfg, num_labels=3)
+    classifier = model_build(cfg, num_labels=3)
     params = _load(classifier, _state(hf_model), ids, mask, types)
     assert set(params) == {deberta.PREFIX, *deberta.HEAD_NAMES}
     got = classifier.apply({"params": params}, ids, mask, types)
     np.testing.assert_allclose(got.logits, want.logits.numpy(), atol=TOL, rtol=0)
 
-    encoder = deberta.build(cfg)
+    encoder = model_build(cfg)
     encoder_params = _load(encoder, _state(hf_model.deberta), ids, mask, types)
     assert set(encoder_params) == {root.rstrip(".") for root in deberta.ENCODER_ROOTS}
     hidden = encoder.apply({"params": encoder_params}, ids, mask, types).last_hidden_state
@@ -197,7 +197,7 @@ def test_option_variants_classifier_parity(variant):
     )
     ids, mask, types = _batch()
     cfg = deberta.config_from_hf(hf_model.config.to_dict())
-    model = deberta.build(cfg, num_labels=3)
+    model = model_build(cfg, num_labels=3)
     params = _load(model, _state(hf_model), ids, mask, types)
     got = model.apply({"params": params}, ids, mask, types).logits
     want = _torch(hf_model, ids, mask, types).logits.numpy()
@@ -209,7 +209,7 @@ def test_saved_folder_loads_strictly_into_transformers(hf_model, tmp_path):
     from_pretrained (no missing/unexpected keys, same config) → same logits."""
     ids, mask, types = _batch(seed=1)
     cfg = deberta.config_from_hf(hf_model.config.to_dict())
-    model = deberta.build(cfg, num_labels=3)
+    model = model_build(cfg, num_labels=3)
     params = model.init(jax.random.key(1), ids, mask, types)["params"]
     config_json = {**deberta.hf_config_dict(cfg), "num_labels": 3}
     (tmp_path / "config.json").write_text(json.dumps(config_json))
@@ -227,9 +227,9 @@ def test_saved_folder_loads_strictly_into_transformers(hf_model, tmp_path):
 def test_bfloat16_forward_is_close_to_float32(hf_model):
     ids, mask, types = _batch()
     cfg = deberta.config_from_hf(hf_model.config.to_dict())
-    params = _load(deberta.build(cfg, 3), _state(hf_model), ids, mask, types)
-    full = deberta.build(cfg, 3).apply({"params": params}, ids, mask, types)
-    half = deberta.build(cfg, 3, dtype=jnp.bfloat16).apply({"params": params}, ids, mask, types)
+    params = _load(model_build(cfg, 3), _state(hf_model), ids, mask, types)
+    full = model_build(cfg, 3).apply({"params": params}, ids, mask, types)
+    half = model_build(cfg, 3, dtype=jnp.bfloat16).apply({"params": params}, ids, mask, types)
     assert half.last_hidden_state.dtype == jnp.bfloat16
     assert np.isfinite(np.asarray(half.last_hidden_state, np.float32)).all()
     assert float(jnp.abs(half.logits - full.logits).max()) < 5e-2
@@ -238,7 +238,7 @@ def test_bfloat16_forward_is_close_to_float32(hf_model):
 def test_lora_on_query_and_value_proj(hf_model):
     ids, mask, types = _batch()
     cfg = deberta.config_from_hf(hf_model.config.to_dict())
-    base = _load(deberta.build(cfg, 3), _state(hf_model), ids, mask, types)
+    base = _load(model_build(cfg, 3), _state(hf_model), ids, mask, types)
     lora = LoraConfig(rank=4, alpha=8, targets=("query_proj", "value_proj"))
     model = model_build(cfg, 3, peft=lora)
     params = model.init(jax.random.key(0), ids, mask, types)["params"]
@@ -251,14 +251,14 @@ def test_lora_on_query_and_value_proj(hf_model):
     # through the (LoRA-wrapped) shared query_proj.
     merged = {**flatten_dict(base), **factors}
     got = model.apply({"params": unflatten_dict(merged)}, ids, mask, types).logits
-    want = deberta.build(cfg, 3).apply({"params": base}, ids, mask, types).logits
+    want = model_build(cfg, 3).apply({"params": base}, ids, mask, types).logits
     np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
 
 
 def test_houlsby_adapters_count():
     cfg = deberta.config_from_hf(DebertaV2Config(**TINY, **CONFIGS["v3"]).to_dict())
     ids, mask, types = _batch()
-    model = deberta.build(cfg, 3, peft=AdapterConfig("houlsby", reduction_factor=16))
+    model = model_build(cfg, 3, peft=AdapterConfig("houlsby", reduction_factor=16))
     params = model.init(jax.random.key(0), ids, mask, types)["params"]
     adapters = {p: v for p, v in flatten_dict(params).items() if "adapter" in p}
     # layers x {attention, ffn} x (down 32*2 + 2 + up 2*32 + 32) = 2 * 2 * 162
@@ -268,7 +268,7 @@ def test_houlsby_adapters_count():
 def test_dropout_in_training_mode_changes_logits(hf_model):
     ids, mask, types = _batch()
     cfg = deberta.config_from_hf(hf_model.config.to_dict())
-    model = deberta.build(cfg, 3)
+    model = model_build(cfg, 3)
     params = _load(model, _state(hf_model), ids, mask, types)
     rngs = {"dropout": jax.random.key(3)}
     train = model.apply({"params": params}, ids, mask, types, deterministic=False, rngs=rngs)
@@ -305,7 +305,7 @@ def test_hub_config_json_reads_as_transformers_does():
 def test_input_longer_than_position_table_is_refused(hf_model):
     cfg = deberta.config_from_hf(hf_model.config.to_dict())
     ids = np.ones((1, 41), np.int64)  # max_position_embeddings is 40
-    model = deberta.build(cfg, 3)
+    model = model_build(cfg, 3)
     if cfg.position_biased_input:
         with pytest.raises(ValueError, match="input length 41 exceeds .* 40 tokens"):
             jax.eval_shape(model.init, jax.random.key(0), ids)
@@ -337,7 +337,7 @@ def test_tokenized_pairs_through_the_classifier(hf_model, tmp_path):
     ids, mask, types = enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]
     assert types.max() == 1 and mask.min() == 0 and ids[0, 0] == tokenizer.cls_token_id
     cfg = deberta.config_from_hf(hf_model.config.to_dict())
-    model = deberta.build(cfg, 3)
+    model = model_build(cfg, 3)
     params = _load(model, _state(hf_model), ids, mask, types)
     got = model.apply({"params": params}, ids, mask, types).logits
     want = _torch(hf_model, ids, mask, types).logits.numpy()
@@ -374,7 +374,7 @@ def test_full_size_parameter_count_matches_transformers():
     weights as transformers' classifier (built on the meta device, no memory)."""
     with torch.device("meta"):
         hf_model = DebertaV2ForSequenceClassification(DebertaV2Config(**HUB_V3_BASE))
-    model = deberta.build(deberta.config_from_hf(HUB_V3_BASE), num_labels=2)
+    model = model_build(deberta.config_from_hf(HUB_V3_BASE), num_labels=2)
     shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 8), np.int32))
     got = sum(leaf.size for leaf in jax.tree.leaves(shapes))
     assert got == sum(p.numel() for p in hf_model.parameters())

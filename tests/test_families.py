@@ -1,5 +1,7 @@
 """DistilBERT and ELECTRA: parity with transformers, round trips, trees, PEFT, bfloat16."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 
 import bertjax
 import peft
+from bertjax.models import families
 from bertjax.models.families import build, head_modules
 from tests.conftest import TINY_DISTILBERT, TINY_ELECTRA, run_config
 from tests.test_parity import TOL, _batch, _max_diff_hidden, _torch
@@ -329,7 +332,10 @@ def test_memory_estimate_for_distilbert(tiny_distilbert_dir, monkeypatch):
     per_layer = 22 * tokens * H + 4 * tokens * I + 9 * 4 * 4 * 16 * 16
     lora_extra = 4 * tokens * H + 2 * (5 * tokens * H + 4 * tokens * 2)
     assert rows["lora"]["estimate"]["activations"] == N * (per_layer + lora_extra)
-    monkeypatch.setattr(memory, "ESTIMATED", ("bert",))  # as for a family without the estimate
+    distilbert = families.FAMILIES["distilbert"]  # as for a family without the estimate:
+    monkeypatch.setitem(
+        families.FAMILIES, "distilbert", dataclasses.replace(distilbert, memory_estimate=False)
+    )
     with pytest.raises(ValueError) as err:
         memory.measure(config, 4, 16, ("lora",))
     assert "\n" not in str(err.value) and "no memory estimate for model_type 'distilbert'" in str(

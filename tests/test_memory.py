@@ -59,24 +59,32 @@ def test_activation_formula_scaling():
     assert acts() - frozen == N * 4 * (3 * tokens * H + tokens * F)
 
 
-def test_estimate_per_method():
-    dims = (*DIMS.values(), 4)
-    B, L, H, _, _, N = DIMS.values()
-    assert memory.estimate(1, 1, *dims, method="head")["activations"] == 0
-    bitfit = memory.estimate(1, 1, *dims, method="bitfit")["activations"]
-    full = memory.estimate(1, 1, *dims, method="full")["activations"]
-    lora_cfg = peft.LoraConfig(2, 4.0, 0.1, ("query", "value"))
-    lora = memory.estimate(1, 1, *dims, method="lora", peft_cfg=lora_cfg)["activations"]
-    adapter_cfg = peft.AdapterConfig("houlsby", 4)
-    adapter = memory.estimate(1, 1, *dims, method="adapter", peft_cfg=adapter_cfg)["activations"]
-    assert bitfit < full and bitfit < adapter
-    tokens = B * L
-    # LoRA: no embedding LayerNorm, plus x, two dropped inputs with masks, two x·a.
-    assert lora - bitfit == -5 * tokens * H + N * (
-        4 * tokens * H + 2 * (5 * tokens * H + 4 * tokens * 2)
-    )
-    # Houlsby: two adapters per layer, each its input and two bottleneck tensors (H/4 = 8).
-    assert adapter - bitfit == N * 2 * (4 * tokens * H + 2 * 4 * tokens * 8)
+def test_estimate_per_method_on_a_case_worked_by_hand():
+    """One BERT layer, B 1, L 2, H 4, A 1, F 8, float32: every kept tensor counted in bytes.
+
+    Full fine-tuning, per layer: x, Q, K, V, context, FFN input [1, 2, 4] 6 x 32 = 192;
+    GELU input and output [1, 2, 8] 2 x 64 = 128; 2 LayerNorm inputs 64; 2 hidden dropout
+    masks (1 byte) 16; softmax output [1, 1, 2, 2] 16, its dropout mask 4, the dropped
+    probabilities 16: 436. Embeddings: LayerNorm input 32, dropout mask 8: 40.
+    Frozen kernels keep no Dense inputs (x, context, FFN input, GELU output: 160 less).
+    LoRA r 1 on 2 targets, dropout 0.1: x once 32, per target its mask 8, the dropped input
+    32 and x·a [1, 2, 1] 8; and no embedding LayerNorm gradient (no 40).
+    Houlsby, bottleneck 4 / 2 = 2: per adapter its input 32 and two [1, 2, 2] tensors 16 each.
+    """
+    dims = (1, 2, 4, 1, 8, 1, 4)
+
+    def acts(method, peft_cfg=None):
+        return memory.estimate(10, 100, *dims, method=method, peft_cfg=peft_cfg)
+
+    assert acts("full") == dict(params=16 * 10 + 4 * 100, activations=476, total=560 + 476)
+    assert acts("head")["activations"] == 0
+    assert acts("bitfit")["activations"] == 436 - 160 + 40
+    lora = peft.LoraConfig(1, 2.0, 0.1, ("query", "value"))
+    assert acts("lora", lora)["activations"] == 436 - 160 + 32 + 2 * (8 + 32 + 8)
+    houlsby = peft.AdapterConfig("houlsby", reduction_factor=2)
+    assert acts("adapter", houlsby)["activations"] == 436 - 160 + 40 + 2 * (32 + 16 + 16)
+    pfeiffer = peft.AdapterConfig("pfeiffer", reduction_factor=2)
+    assert acts("adapter", pfeiffer)["activations"] == 436 - 160 + 40 + (32 + 16 + 16)
     with pytest.raises(ValueError, match="unknown"):
         memory.estimate(1, 1, *dims, method="prefix")
 

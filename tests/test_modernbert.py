@@ -18,7 +18,7 @@ from transformers import (
 
 from bertjax.hub.convert import flax_to_hf, hf_to_flax
 from bertjax.models import modernbert
-from bertjax.models.families import build as model_build  # LoRA wraps the family's model
+from bertjax.models.families import build as model_build
 from peft.adapter import AdapterConfig
 from peft.lora import LoraConfig
 
@@ -141,14 +141,14 @@ def test_classifier_and_encoder_parity(name, attn):
     ids, mask = _batch()
     cfg = modernbert.config_from_hf(hf_model.config.to_dict())
 
-    classifier = modernbert.build(cfg, num_labels=3)
+    classifier = model_build(cfg, num_labels=3)
     params = _load(classifier, _state(hf_model), ids, mask)
     assert set(params) == {modernbert.PREFIX, *modernbert.HEAD_NAMES}
     got = classifier.apply({"params": params}, ids, mask)
     want = _torch(hf_model, ids, mask).logits.numpy()
     np.testing.assert_allclose(got.logits, want, atol=TOL, rtol=0)
 
-    encoder = modernbert.build(cfg)
+    encoder = model_build(cfg)
     encoder_params = _load(encoder, _state(hf_model.model), ids, mask)
     assert set(encoder_params) == {root.rstrip(".") for root in modernbert.ENCODER_ROOTS}
     hidden = encoder.apply({"params": encoder_params}, ids, mask).last_hidden_state
@@ -160,10 +160,10 @@ def test_local_window_changes_the_output(hf_model):
     """The sliding window is live: all-global layers give other logits on 12 tokens."""
     ids, mask = _batch()
     cfg = modernbert.config_from_hf(hf_model.config.to_dict())
-    params = _load(modernbert.build(cfg, 3), _state(hf_model), ids, mask)
+    params = _load(model_build(cfg, 3), _state(hf_model), ids, mask)
     all_global = dataclasses.replace(cfg, layer_types=(modernbert.GLOBAL,) * 3)
-    windowed = modernbert.build(cfg, 3).apply({"params": params}, ids, mask).logits
-    unwindowed = modernbert.build(all_global, 3).apply({"params": params}, ids, mask).logits
+    windowed = model_build(cfg, 3).apply({"params": params}, ids, mask).logits
+    unwindowed = model_build(all_global, 3).apply({"params": params}, ids, mask).logits
     assert float(jnp.abs(windowed - unwindowed).max()) > 1e-3
 
 
@@ -172,7 +172,7 @@ def test_saved_folder_loads_strictly_into_transformers(hf_model, tmp_path):
     from_pretrained (no missing/unexpected keys, same config) → same logits."""
     ids, mask = _batch(seed=1)
     cfg = modernbert.config_from_hf(hf_model.config.to_dict())
-    model = modernbert.build(cfg, num_labels=3)
+    model = model_build(cfg, num_labels=3)
     params = model.init(jax.random.key(1), ids, mask)["params"]
     config_json = {**modernbert.hf_config_dict(cfg), "num_labels": 3}
     (tmp_path / "config.json").write_text(json.dumps(config_json))
@@ -190,9 +190,9 @@ def test_saved_folder_loads_strictly_into_transformers(hf_model, tmp_path):
 def test_bfloat16_forward_is_close_to_float32(hf_model):
     ids, mask = _batch()
     cfg = modernbert.config_from_hf(hf_model.config.to_dict())
-    params = _load(modernbert.build(cfg, 3), _state(hf_model), ids, mask)
-    full = modernbert.build(cfg, 3).apply({"params": params}, ids, mask)
-    half = modernbert.build(cfg, 3, dtype=jnp.bfloat16).apply({"params": params}, ids, mask)
+    params = _load(model_build(cfg, 3), _state(hf_model), ids, mask)
+    full = model_build(cfg, 3).apply({"params": params}, ids, mask)
+    half = model_build(cfg, 3, dtype=jnp.bfloat16).apply({"params": params}, ids, mask)
     assert half.last_hidden_state.dtype == jnp.bfloat16
     assert np.isfinite(np.asarray(half.last_hidden_state, np.float32)).all()
     assert float(jnp.abs(half.logits - full.logits).max()) < 5e-2
@@ -201,7 +201,7 @@ def test_bfloat16_forward_is_close_to_float32(hf_model):
 def test_lora_on_wqkv(hf_model):
     ids, mask = _batch()
     cfg = modernbert.config_from_hf(hf_model.config.to_dict())
-    base = _load(modernbert.build(cfg, 3), _state(hf_model), ids, mask)
+    base = _load(model_build(cfg, 3), _state(hf_model), ids, mask)
     model = model_build(cfg, 3, peft=LoraConfig(rank=4, alpha=8, targets=("Wqkv",)))
     params = model.init(jax.random.key(0), ids, mask)["params"]
     factors = {p: v for p, v in flatten_dict(params).items() if "lora" in p}
@@ -210,14 +210,14 @@ def test_lora_on_wqkv(hf_model):
     assert {p[-3] for p in factors} == {"Wqkv"}
     merged = unflatten_dict({**flatten_dict(base), **factors})
     got = model.apply({"params": merged}, ids, mask).logits
-    want = modernbert.build(cfg, 3).apply({"params": base}, ids, mask).logits
+    want = model_build(cfg, 3).apply({"params": base}, ids, mask).logits
     np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
 
 
 def test_houlsby_adapters_count():
     cfg = modernbert.config_from_hf(ModernBertConfig(**TINY, **CONFIGS["base"]).to_dict())
     ids, mask = _batch()
-    model = modernbert.build(cfg, 3, peft=AdapterConfig("houlsby", reduction_factor=16))
+    model = model_build(cfg, 3, peft=AdapterConfig("houlsby", reduction_factor=16))
     params = model.init(jax.random.key(0), ids, mask)["params"]
     adapters = {p: v for p, v in flatten_dict(params).items() if "adapter" in p}
     # layers x {attn, mlp} x (down 32*2 + 2 + up 2*32 + 32) = 3 * 2 * 162
@@ -228,9 +228,9 @@ def test_houlsby_adapters_count():
 def test_dropout_in_training_mode_changes_logits(hf_model):
     ids, mask = _batch()
     cfg = modernbert.config_from_hf(hf_model.config.to_dict())
-    params = _load(modernbert.build(cfg, 3), _state(hf_model), ids, mask)
+    params = _load(model_build(cfg, 3), _state(hf_model), ids, mask)
     noisy = dataclasses.replace(cfg, embedding_dropout=0.1, mlp_dropout=0.1, attention_dropout=0.1)
-    model = modernbert.build(noisy, 3)
+    model = model_build(noisy, 3)
     rngs = {"dropout": jax.random.key(3)}
     train = model.apply({"params": params}, ids, mask, deterministic=False, rngs=rngs)
     evaluated = model.apply({"params": params}, ids, mask)
@@ -274,7 +274,7 @@ def test_full_size_parameter_count_matches_transformers():
     classifier (built on the meta device, no memory)."""
     with torch.device("meta"):
         hf_model = ModernBertForSequenceClassification(ModernBertConfig(**HUB_BASE))
-    model = modernbert.build(modernbert.config_from_hf(HUB_BASE), num_labels=2)
+    model = model_build(modernbert.config_from_hf(HUB_BASE), num_labels=2)
     shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 8), np.int32))
     got = sum(leaf.size for leaf in jax.tree.leaves(shapes))
     assert got == sum(p.numel() for p in hf_model.parameters())

@@ -5,6 +5,8 @@ All in deterministic mode: hashed dropout draws each mask element from its index
 tensor, so packed and unpacked rows see different (equally distributed) dropout masks.
 """
 
+import dataclasses
+
 import datasets
 import jax
 import jax.numpy as jnp
@@ -15,9 +17,12 @@ import pytest
 import peft
 from bertjax.data import batching, packing
 from bertjax.hub.pretrained import from_pretrained
+from bertjax.models import families
+from bertjax.models.families import build, model_config_from_hf
 from bertjax.train import evaluate, steps
 from bertjax.train.optim import make_optimizer
 from bertjax.train.steps import init_state
+from tests.conftest import TINY
 
 FIXTURES = ["tiny_bert_dir", "tiny_roberta_dir", "tiny_distilbert_dir", "tiny_electra_dir"]
 PEFT = {
@@ -345,11 +350,15 @@ def test_packed_rows_by_hand():
     np.testing.assert_array_equal(batch["index"], [[2, 0], [1, -1]])
 
 
-def test_family_without_packing_refused():
-    class Relative:
-        def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
-            pass
-
-    assert packing.enabled(False, Relative()) is False
+def test_family_without_packing_refused(monkeypatch):
+    """Packing is a fact of the family (Family.packing), for the bare model and its wrapper."""
+    config = model_config_from_hf(dict(TINY, model_type="bert"))
+    lora = build(config, 2, peft.LoraConfig(2, 4.0))
+    assert packing.enabled(True, lora) is True
+    bert = families.FAMILIES["bert"]
+    monkeypatch.setitem(families.FAMILIES, "bert", dataclasses.replace(bert, packing=False))
+    assert packing.enabled(False, lora) is False
+    with pytest.raises(ValueError, match="bert cannot pack sequences.*data.packing=False"):
+        packing.enabled(True, lora)
     with pytest.raises(ValueError, match="data.packing=False"):
-        packing.enabled(True, Relative())
+        packing.enabled(True, build(config, 2))

@@ -1,5 +1,5 @@
-"""plot_curves writes a readable, non-blank PNG, with or without validation rows; a short run
-with one evaluation still reads (x in steps, limits that do not blow up noise)."""
+"""plot_curves: its axes hold the records (limits and lines read from the figure), the PNG has
+the train line where it belongs; a short run with one evaluation still reads."""
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -57,14 +57,51 @@ def _check_png(path):
     assert np.unique(image[..., :3].reshape(-1, 3), axis=0).shape[0] > 10  # not blank
 
 
-def test_plot_curves_writes_png(tmp_path):
-    out = plot_curves(_records(True), tmp_path / "curves.png", title="sst2_lora")
-    assert out == tmp_path / "curves.png"
+def _figure_of(monkeypatch, records, out):
+    """plot_curves' figure as it is saved (plots._save closes it afterwards)."""
+    figures = []
+    save = plots._save
+
+    def keep(fig, out_png, dpi=120):
+        figures.append(fig)
+        return save(fig, out_png, dpi)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    assert plot_curves(records, out, title="sst2_lora") == out
     _check_png(out)
+    return figures[0]
 
 
-def test_plot_curves_without_validation(tmp_path):
-    _check_png(plot_curves(_records(False), tmp_path / "sub" / "curves.png"))
+def test_plot_curves_axes_hold_the_records(tmp_path, monkeypatch):
+    """Train loss 1 / (1 + s/20) at s = 5 … 150 spans 2/17 … 0.8 (validation 0.5 … 0.3 lies
+    inside): margins of 10% of the span, 0.06824, each side. Metrics 0.71 … 0.85: span 0.14,
+    so the 0.05 minimum margin. x: the last step 150, +5% (+45% on the right for labels)."""
+    fig = _figure_of(monkeypatch, _records(True), tmp_path / "curves.png")
+    ax_loss, ax_metric = fig.axes
+    margin = 0.1 * (0.8 - 2 / 17)
+    np.testing.assert_allclose(ax_loss.get_ylim(), (2 / 17 - margin, 0.8 + margin))
+    np.testing.assert_allclose(ax_metric.get_ylim(), (0.71 - 0.05, 0.85 + 0.05))
+    np.testing.assert_allclose(ax_loss.get_xlim(), (0, 157.5))
+    np.testing.assert_allclose(ax_metric.get_xlim(), (0, 217.5))
+    train, validation = ax_loss.get_lines()
+    np.testing.assert_allclose(train.get_xydata()[[0, -1]], [[5, 1 / 1.25], [150, 1 / 8.5]])
+    np.testing.assert_allclose(validation.get_xydata(), [[50, 0.5], [100, 0.4], [150, 0.3]])
+    lines = {line.get_label(): line.get_xydata() for line in ax_metric.get_lines()}
+    np.testing.assert_allclose(lines["accuracy"], [[50, 0.75], [100, 0.8], [150, 0.85]])
+    np.testing.assert_allclose(lines["macro_f1"], [[50, 0.71], [100, 0.77], [150, 0.83]])
+    assert fig._suptitle.get_text() == "sst2_lora"
+
+
+def test_plot_curves_png_draws_the_train_line_in_the_left_panel(tmp_path):
+    """The train loss line is matplotlib's first colour (#1f77b4); read back from the PNG it
+    lies in the left panel and falls from left to right (loss 0.8 → 0.12)."""
+    image = mpimg.imread(plot_curves(_records(False), tmp_path / "sub" / "curves.png"))[..., :3]
+    blue = np.all(np.abs(image - np.array([31, 119, 180]) / 255) < 0.02, axis=-1)
+    rows, cols = np.nonzero(blue)
+    width = image.shape[1]
+    assert len(cols) > 100 and cols.max() < width / 2  # the right panel has no validation
+    first, last = cols < np.percentile(cols, 10), cols > np.percentile(cols, 90)
+    assert rows[first].mean() < rows[last].mean()  # image rows grow downwards: loss falls
 
 
 def test_validation_is_plotted_against_steps():

@@ -15,12 +15,11 @@ length), while its token count hardly varies, and one static assignment of strat
 """
 
 import dataclasses
-import inspect
 
 import jax
 import numpy as np
 
-from peft.inject import Peft
+from bertjax.models.families import family_of_model
 
 Batch = dict[str, np.ndarray]
 
@@ -43,17 +42,16 @@ class Layout:
 
 
 def supported(model) -> bool:
-    """Whether the model's __call__ takes packed rows (segment_ids, position_ids, cls_index);
-    a peft.Peft wrapper passes its call through to the model it wraps."""
-    inner = model.wrapped if isinstance(model, Peft) else model
-    return "segment_ids" in inspect.signature(type(inner).__call__).parameters
+    """Whether the model takes packed rows (segment_ids, position_ids, cls_index): its
+    family's Family.packing (a peft.Peft wrapper answers for the model it wraps)."""
+    return family_of_model(model).packing
 
 
 def enabled(packing: bool, model) -> bool:
     """data.packing for this model; a one-line error where its family cannot pack."""
     if packing and not supported(model):
         raise ValueError(
-            f"data.packing=True: {type(model).__name__} cannot pack sequences (relative or "
+            f"data.packing=True: {model.config.model_type} cannot pack sequences (relative or "
             "rotary positions are not wired for packed rows); set --config.data.packing=False"
         )
     return bool(packing)

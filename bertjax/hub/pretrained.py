@@ -26,7 +26,8 @@ from bertjax.models.layers import PeftConfig
 from peft.adapter import AdapterConfig
 from peft.dora import reset_magnitudes
 from peft.ia3 import IA3Config, merge_ia3
-from peft.lora import LoraConfig, merge_lora
+from peft.lora import LoraConfig
+from peft.merge import merge_lora
 
 log = logging.getLogger("bertjax")
 

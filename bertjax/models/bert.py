@@ -10,7 +10,6 @@ from bertjax.models.layers import (
     Block,
     Intermediate,
     ModelOutput,
-    PeftConfig,
     ResidualOutput,
     attention_bias,
     block_dropout,
@@ -240,18 +239,3 @@ class SequenceClassifier(nn.Module):
             )
             logits = head(out.last_hidden_state, cls_index)
         return out.replace(logits=logits.astype(jnp.float32))
-
-
-def build_bert(
-    config: ModelConfig,
-    num_labels: int | None = None,
-    peft: PeftConfig = None,
-    dtype: jnp.dtype = jnp.float32,
-    remat: bool | str = False,
-) -> nn.Module:
-    """BERT/RoBERTa: the bare encoder (num_labels=None) or the sequence classifier; remat:
-    recompute each encoder layer's activations in the backward pass (True) or keep what a
-    named jax.checkpoint_policies policy saves (REMAT_POLICIES)."""
-    if num_labels is None:
-        return EncoderModel(config, peft, dtype, add_pooler=config.family == "bert", remat=remat)
-    return SequenceClassifier(config, num_labels, peft, dtype, remat)

@@ -2,13 +2,14 @@
 
 import dataclasses
 
-# model_type -> BERT or RoBERTa layout: RoBERTa offsets positions past the padding id, has
-# no pooler and its own head. Other families subclass ModelConfig (bertjax/models/families.py).
+# model_type -> (layout, transformers' class stem), the one list of BERT-layout types:
+# RoBERTa's layout offsets positions past the padding id, has no pooler and its own head.
+# Other families subclass ModelConfig or have their own (bertjax/models/families.py).
 BERT_TYPES = {
-    "bert": "bert",
-    "roberta": "roberta",
-    "xlm-roberta": "roberta",
-    "camembert": "roberta",
+    "bert": ("bert", "Bert"),
+    "roberta": ("roberta", "Roberta"),
+    "xlm-roberta": ("roberta", "XLMRoberta"),
+    "camembert": ("roberta", "Camembert"),
 }
 
 
@@ -34,7 +35,7 @@ class ModelConfig:
 
     @property
     def family(self) -> str:
-        return BERT_TYPES[self.model_type]
+        return BERT_TYPES[self.model_type][0]
 
     @property
     def embedding_width(self) -> int:

@@ -457,15 +457,3 @@ class DebertaForSequenceClassification(nn.Module):
         )
         logits = classifier(block_dropout(self, pooled, cfg.head_dropout, deterministic))
         return out.replace(pooler_output=pooled, logits=logits.astype(jnp.float32))
-
-
-def build(
-    config: DebertaConfig,
-    num_labels: int | None = None,
-    peft: PeftConfig = None,
-    dtype: jnp.dtype = jnp.float32,
-) -> nn.Module:
-    """The bare encoder (num_labels=None) or the sequence classifier for `config`."""
-    if num_labels is None:
-        return DebertaModel(config, peft, dtype)
-    return DebertaForSequenceClassification(config, num_labels, peft, dtype)

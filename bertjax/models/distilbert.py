@@ -229,15 +229,3 @@ class DistilBertClassifier(nn.Module):
         pooled = block_dropout(self, pooled, cfg.head_dropout, deterministic)
         logits = dense(self.num_labels, "classifier")(pooled)
         return out.replace(logits=logits.astype(jnp.float32))
-
-
-def build(
-    config: DistilBertConfig,
-    num_labels: int | None = None,
-    peft: PeftConfig = None,
-    dtype: jnp.dtype = jnp.float32,
-) -> nn.Module:
-    """DistilBertModel (num_labels None) or DistilBertForSequenceClassification."""
-    if num_labels is None:
-        return DistilBertModel(config, peft, dtype)
-    return DistilBertClassifier(config, num_labels, peft, dtype)

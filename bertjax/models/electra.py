@@ -76,15 +76,3 @@ class ElectraClassifier(nn.Module):
         )
         logits = head(out.last_hidden_state, cls_index)
         return out.replace(logits=logits.astype(jnp.float32))
-
-
-def build(
-    config: ElectraConfig,
-    num_labels: int | None = None,
-    peft: PeftConfig = None,
-    dtype: jnp.dtype = jnp.float32,
-) -> nn.Module:
-    """ElectraModel (num_labels None) or ElectraForSequenceClassification."""
-    if num_labels is None:
-        return EncoderModel(config, peft, dtype, add_pooler=False)
-    return ElectraClassifier(config, num_labels, peft, dtype)

@@ -382,15 +382,3 @@ class ModernBertForSequenceClassification(nn.Module):
             name="classifier",
         )
         return out.replace(pooler_output=pooled, logits=classifier(pooled).astype(jnp.float32))
-
-
-def build(
-    config: ModernBertConfig,
-    num_labels: int | None = None,
-    peft: PeftConfig = None,
-    dtype: jnp.dtype = jnp.float32,
-) -> nn.Module:
-    """The bare encoder (num_labels=None) or the sequence classifier for `config`."""
-    if num_labels is None:
-        return ModernBertModel(config, peft, dtype)
-    return ModernBertForSequenceClassification(config, num_labels, peft, dtype)

@@ -8,7 +8,7 @@ import peft
 from bertjax import data
 from bertjax.data import batching
 from bertjax.hub.pretrained import from_pretrained, load_tokenizer
-from bertjax.models.families import head_modules
+from bertjax.models.families import head_modules, norm_modules
 from bertjax.models.layers import REMAT_POLICIES
 from bertjax.runs import checkpoint
 
@@ -89,7 +89,9 @@ def build_model(config, label_names: list, tokenizer, announce_new: bool = True)
         remat=remat_of(config),
         layers=config.get("model_layers"),  # a compact student: some of config.model's layers
     )
-    mask = peft.trainable_mask(params, mask_method(config), head=head_of(config, model))
+    mask = peft.trainable_mask(
+        params, mask_method(config), head=head_of(config, model), norms=norm_modules(model)
+    )
     _, frozen = peft.partition(params, mask)
     return Setup(
         model,

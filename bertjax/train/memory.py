@@ -67,15 +67,20 @@ from bertjax import cli
 from bertjax.data.batching import abstract_batch
 from bertjax.hub.pretrained import read_hf_config, resolve
 from bertjax.models.config import ModelConfig
-from bertjax.models.families import build, head_modules, model_config_from_hf
+from bertjax.models.families import (
+    FAMILIES,
+    build,
+    family_of,
+    head_modules,
+    model_config_from_hf,
+    norm_modules,
+)
 from bertjax.models.layers import REMAT_POLICIES
 from bertjax.train.build import peft_config, remat_of
 from bertjax.train.optim import make_optimizer
 from bertjax.train.steps import compiled_memory, init_state, make_train_step, stacked
 
 METHODS = ("full", "bitfit", "lora", "adapter")
-# model_type whose layers have BERT's layout: the per-layer count above applies.
-ESTIMATED = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra")
 CPU_MEMORY_SCHEDULER = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
 MIB = 2**20
@@ -216,10 +221,11 @@ def measure(
     """One row per method: parameter counts, the estimate and XLA's numbers (bytes), and
     with `remat` (True or a policy name) XLA's numbers with activation checkpointing."""
     model_config = model_config_from_hf(read_hf_config(resolve(config.model)))
-    if model_config.model_type not in ESTIMATED:
+    if not family_of(model_config.model_type).memory_estimate:
+        covered = [name for name, family in FAMILIES.items() if family.memory_estimate]
         raise ValueError(
             f"{config.model}: no memory estimate for model_type {model_config.model_type!r}; "
-            f"it covers {', '.join(ESTIMATED)}"
+            f"it covers {', '.join(covered)}"
         )
     if config.dtype not in DTYPE_BYTES:
         raise ValueError(f"dtype {config.dtype!r} unknown; use float32 or bfloat16")
@@ -240,7 +246,7 @@ def measure(
         peft_cfg = method_peft(config, method)
         model, params = abstract_model(c, num_labels, peft_cfg, jnp.dtype(config.dtype))
         head = head_modules(model)
-        mask = peft.trainable_mask(params, peft_cfg or method, head=head)
+        mask = peft.trainable_mask(params, peft_cfg or method, head=head, norms=norm_modules(model))
         trainable = peft.count(params, mask)
         frozen = peft.count(params) - trainable
         paths = flatten_dict(params)
