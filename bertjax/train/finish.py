@@ -1,5 +1,7 @@
 """Finishing a run: test metrics of its best checkpoint, summary.json and curves.png."""
 
+import logging
+
 import jax
 import numpy as np
 
@@ -12,6 +14,11 @@ from bertjax.train.build import Setup
 from bertjax.train.evaluate import majority_baseline, metrics_of
 from bertjax.train.plan import Plan
 
+log = logging.getLogger("bertjax")
+# What the best validation select_metric must gain over always predicting the majority
+# class for the run to count as having learnt something (2 points of accuracy).
+LEARNED_MARGIN = 0.02
+
 
 def finish(run: runs.Run, setup: Setup, frozen, plan: Plan, writer: events.Writer) -> dict:
     """Test metrics of the best checkpoint, summary.json and curves.png of one run; its
@@ -23,6 +30,8 @@ def finish(run: runs.Run, setup: Setup, frozen, plan: Plan, writer: events.Write
     test_metrics = None if record is None else record["metrics"]
     records = runs.read_metrics(run.folder)
     summary = summary_of(run, setup, test_metrics, records, plan.peak_memory_mb)
+    if summary["warning"] is not None:
+        log.warning("%s: %s", run.folder, summary["warning"])
     runs.write_json(run.folder / runs.SUMMARY_FILE, summary)
     plot_curves(records, run.folder / runs.CURVES_FILE, title=run.config.name)
     return summary
@@ -47,7 +56,7 @@ def summary_of(run: runs.Run, setup: Setup, test_metrics, records: list, peak_me
     """summary.json of a finished run; records: its metrics.jsonl."""
     config, status = run.config, run.status
     speeds = [r["examples_per_s"] for r in records if r["split"] == "train" and r["examples_per_s"]]
-    return dict(
+    summary = dict(
         name=config.name,
         model=config.model,
         method=config.peft.method,
@@ -67,6 +76,25 @@ def summary_of(run: runs.Run, setup: Setup, test_metrics, records: list, peak_me
         peak_memory_mb=peak_memory_mb,
         stopped_early=status.stopped,
         majority_baseline=baselines(setup),
+    )
+    summary["warning"] = did_not_learn(summary)
+    return summary
+
+
+def did_not_learn(summary: dict) -> str | None:
+    """Why a finished run looks like it learnt nothing: its best validation select_metric
+    does not beat the majority-class baseline by LEARNED_MARGIN (or is NaN); None when it
+    does, or when there is no baseline (regression, no labelled validation split)."""
+    metric = summary["select_metric"]
+    baseline = ((summary["majority_baseline"] or {}).get("validation") or {}).get(metric)
+    best = (summary["validation"] or {}).get(metric)
+    if baseline is None or best is None or best >= baseline + LEARNED_MARGIN:
+        return None
+    return (
+        f"the run did not learn: best validation {metric} {best:.4f} does not beat the "
+        f"majority-class baseline {baseline:.4f} by {LEARNED_MARGIN}; usual causes: the "
+        "learning rate (--config.optim.lr), too few steps (train.epochs), a frozen pooler or "
+        "head (peft.modules_to_save, e.g. bert/pooler)"
     )
 
 

@@ -28,7 +28,7 @@ from bertjax.train import checks, groups, stopping
 from bertjax.train.build import Setup
 from bertjax.train.evaluate import MODEL_INPUTS, metrics_of
 from bertjax.train.finish import finish
-from bertjax.train.plan import Plan, make_plan
+from bertjax.train.plan import Plan, check_accumulation, make_plan
 from bertjax.train.steps import TrainState, member
 
 log = logging.getLogger("bertjax")
@@ -69,6 +69,7 @@ def train_runs(configs: list, overwrite: bool = False, max_members: int | None =
 
 def _train_new(members: list[runs.Run], overwrite: bool, max_members: int | None) -> list:
     setups = groups.shared_setups(members)
+    check_accumulation(members[0].config, setups[0].splits["train"])
     for m, setup in zip(members, setups, strict=True):
         base = dict(model=m.config.model, sha256=setup.base_hash)
         runs.start(m, setup.label_names, base, overwrite)

@@ -74,6 +74,28 @@ def schedule_of(steps_per_epoch: int, tc, accumulate: int = 1) -> Schedule:
     return Schedule(steps_per_epoch, total_steps, log_every, tc.eval_every, accumulate)
 
 
+def check_accumulation(config, train_set) -> None:
+    """Refuses an optim.accumulate larger than the run's steps (no update would complete);
+    warns of a partial last accumulation, whose micro-steps' gradients are never applied."""
+    steps_per_epoch = batching.num_train_batches(train_set, config.train.batch_size)
+    schedule = schedule_of(steps_per_epoch, config.train, config.optim.accumulate)
+    total, every = schedule.total_steps, schedule.accumulate
+    if total < every:
+        raise ValueError(
+            f"optim.accumulate={every} is more than the run's {total} steps: no optimizer "
+            "update would be applied; lower optim.accumulate or train longer"
+        )
+    if total % every:
+        log.warning(
+            "the last %d of %d steps are a partial accumulation (optim.accumulate=%d): their "
+            "gradients are not applied; make the steps a multiple of %d to use them",
+            total % every,
+            total,
+            every,
+            every,
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Batches:
     """The train batches of runs trained together: one train set per seed."""
