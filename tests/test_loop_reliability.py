@@ -1,8 +1,10 @@
 """Runs that used to end badly (issues #27, #28): accumulation longer than the run, a NaN
 validation metric, a run that did not learn."""
 
+import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,40 @@ def test_did_not_learn_compares_with_the_baseline_by_the_margin():
     assert did_not_learn(summary(math.nan, 0.5)) is not None
     no_baseline = dict(select_metric="pearson", validation=dict(pearson=0.1))
     assert did_not_learn({**no_baseline, "majority_baseline": None}) is None
+
+
+def test_resuming_on_changed_base_weights_is_refused(
+    tmp_path, tiny_bert_vocab_dir, shared_data, monkeypatch
+):
+    """A BitFit run interrupted at step 4, then the base checkpoint's frozen weights change:
+    the same command refuses, naming both hashes, and base.json still names the weights the
+    run started on. (Full fine-tuning resumes every weight from its checkpoint, and its hash
+    covers no frozen weight.)"""
+    import shutil
+
+    import torch
+    from transformers import BertModel
+
+    from bertjax.train import stopping
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert_vocab_dir, model)
+    overrides = {"data.splits.test": "", "peft.method": "bitfit"}
+    config = run_config(tmp_path / "run", model, shared_data / "sst2", **overrides)
+    monkeypatch.setenv(stopping.SELF_SIGNAL, "SIGINT@train:4")
+    assert training.train(config)["interrupted_at"] == 4
+    monkeypatch.delenv(stopping.SELF_SIGNAL)
+    started = (tmp_path / "run" / runs.BASE_FILE).read_text()
+    old_hash = json.loads(started)["sha256"]
+
+    changed = BertModel.from_pretrained(model)
+    with torch.no_grad():
+        changed.embeddings.word_embeddings.weight.add_(0.01)
+    changed.save_pretrained(model)
+    with pytest.raises(ValueError) as refused:
+        training.train(config)
+    message = str(refused.value)
+    assert "\n" not in message and "differs from the one this run started on" in message
+    new_hash, was = re.search(r"weights hash (\w{12}) != (\w{12})", message).groups()
+    assert was == old_hash[:12] and new_hash != was
+    assert (tmp_path / "run" / runs.BASE_FILE).read_text() == started

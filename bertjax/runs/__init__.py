@@ -215,7 +215,10 @@ def check_folder(config, overwrite: bool = False) -> Run:
 
 def start(run: Run, label_names: list, base: dict, overwrite: bool = False) -> None:
     """Writes the run's config, labels and base model id (emptying the folder first with
-    `overwrite`): called once everything they describe has loaded."""
+    `overwrite`): called once everything they describe has loaded. Refuses to resume a
+    run on a base model whose weights differ from the ones it started on."""
+    if not overwrite:
+        check_base(run, base)
     if not distributed.is_primary():
         return
     if overwrite:
@@ -225,6 +228,21 @@ def start(run: Run, label_names: list, base: dict, overwrite: bool = False) -> N
     write_json(run.folder / CONFIG_FILE, config_dict(run.config))
     write_json(run.folder / LABELS_FILE, label_names)
     write_json(run.folder / BASE_FILE, base)
+
+
+def check_base(run: Run, base: dict) -> None:
+    """Raises (one line naming both weight hashes) when the run has a checkpoint to resume
+    and base.json records other base weights than `base` (model, sha256)."""
+    file = run.folder / BASE_FILE
+    if not file.is_file() or not run.checkpoints.exists():
+        return
+    started = json.loads(file.read_text())
+    if started["sha256"] != base["sha256"]:
+        raise ValueError(
+            f"{run.folder}: base model {base['model']} differs from the one this run started "
+            f"on (weights hash {base['sha256'][:12]} != {started['sha256'][:12]}); restore "
+            "those weights to resume, or pass --overwrite to train again from step 0"
+        )
 
 
 def finished_summary(run: Run) -> dict | None:
