@@ -28,13 +28,13 @@ from epoch import make_config, token_counts, write_subset
 PHASES = {
     "tokenization (data.prepare)": ("bertjax.data", "prepare"),
     "weights (from_pretrained)": ("bertjax.train.build", "from_pretrained"),
-    "state init / resume check": ("bertjax.train.loop", "_initial_state"),
-    "train step compile (+ memory analysis)": ("bertjax.train.loop", "precompiled"),
-    "evaluation passes": ("bertjax.train.loop", "predict"),
+    "state init / resume check": ("bertjax.train.plan", "initial_state"),
+    "train step compile (+ memory analysis)": ("bertjax.train.plan", "precompiled"),
+    "evaluation passes": ("bertjax.train.evaluate", "predict"),
     "checkpoint writes (last)": ("bertjax.runs", "save_last"),
     "checkpoint writes (best)": ("bertjax.runs", "save_best"),
     "restore best": ("bertjax.runs", "restore_best"),
-    "curves.png": ("bertjax.train.loop", "plot_curves"),
+    "curves.png": ("bertjax.train.finish", "plot_curves"),
 }
 
 

@@ -137,18 +137,43 @@ def held(folders: list[Path]):
 
 
 @dataclasses.dataclass
-class Run:
-    """One run: its config, folder and what the loop learns about it on the way."""
+class Status:
+    """What the loop learns about a run on the way. checkpoints/last's meta holds every field
+    but `diverged` (a resume retries from the last good checkpoint), so a new field is one
+    edit here."""
 
-    config: Any
-    folder: Path
     best: dict = dataclasses.field(default_factory=lambda: dict(value=-math.inf, step=-1))
-    diverged: str | None = None  # the error, once the loss became non-finite
     stopped: dict | None = None  # early stopping: {"step": s, "reason": why}
     stale_evals: int = 0  # evaluations in a row without enough improvement (early stopping)
     last_eval_step: int = -1
-    past_seconds: float = 0.0  # wall time of the run's earlier sessions
+    seconds: float = 0.0  # wall time of the run's earlier sessions
     epoch_seconds: list = dataclasses.field(default_factory=list)
+    diverged: str | None = dataclasses.field(default=None, metadata=dict(saved=False))
+
+
+def status_meta(status: Status, seconds: float) -> dict:
+    """The saved fields of `status` as checkpoint meta; `seconds`: the run's time so far."""
+    saved = {
+        f.name: getattr(status, f.name)
+        for f in dataclasses.fields(Status)
+        if f.metadata.get("saved", True)
+    }
+    return {**saved, "seconds": round(seconds, 2)}
+
+
+def status_from_meta(meta: dict) -> Status:
+    """The Status a checkpoint's meta saved (fields it lacks keep their defaults)."""
+    saved = [f.name for f in dataclasses.fields(Status) if f.metadata.get("saved", True)]
+    return Status(**{name: meta[name] for name in saved if name in meta})
+
+
+@dataclasses.dataclass
+class Run:
+    """One run: its config, folder and status (what the loop learns about it on the way)."""
+
+    config: Any
+    folder: Path
+    status: Status = dataclasses.field(default_factory=Status)
     started: float = dataclasses.field(default_factory=time.time)
 
     @property
@@ -157,20 +182,17 @@ class Run:
 
     def seconds(self) -> float:
         """Wall time of the whole run so far, across sessions."""
-        return self.past_seconds + time.time() - self.started
+        return self.status.seconds + time.time() - self.started
 
     @property
     def training(self) -> bool:
         """Neither stopped early nor diverged."""
-        return self.stopped is None and self.diverged is None
+        return self.status.stopped is None and self.status.diverged is None
 
 
 def reset(run: Run) -> None:
     """Forgets what the loop learnt about the run (it starts again from step 0)."""
-    fresh = Run(run.config, run.folder)
-    for field in ("best", "stopped", "stale_evals", "last_eval_step", "past_seconds"):
-        setattr(run, field, getattr(fresh, field))
-    run.epoch_seconds = []
+    run.status = Status()
 
 
 def check_folder(config, overwrite: bool = False) -> Run:
@@ -193,7 +215,10 @@ def check_folder(config, overwrite: bool = False) -> Run:
 
 def start(run: Run, label_names: list, base: dict, overwrite: bool = False) -> None:
     """Writes the run's config, labels and base model id (emptying the folder first with
-    `overwrite`): called once everything they describe has loaded."""
+    `overwrite`): called once everything they describe has loaded. Refuses to resume a
+    run on a base model whose weights differ from the ones it started on."""
+    if not overwrite:
+        check_base(run, base)
     if not distributed.is_primary():
         return
     if overwrite:
@@ -203,6 +228,21 @@ def start(run: Run, label_names: list, base: dict, overwrite: bool = False) -> N
     write_json(run.folder / CONFIG_FILE, config_dict(run.config))
     write_json(run.folder / LABELS_FILE, label_names)
     write_json(run.folder / BASE_FILE, base)
+
+
+def check_base(run: Run, base: dict) -> None:
+    """Raises (one line naming both weight hashes) when the run has a checkpoint to resume
+    and base.json records other base weights than `base` (model, sha256)."""
+    file = run.folder / BASE_FILE
+    if not file.is_file() or not run.checkpoints.exists():
+        return
+    started = json.loads(file.read_text())
+    if started["sha256"] != base["sha256"]:
+        raise ValueError(
+            f"{run.folder}: base model {base['model']} differs from the one this run started "
+            f"on (weights hash {base['sha256'][:12]} != {started['sha256'][:12]}); restore "
+            "those weights to resume, or pass --overwrite to train again from step 0"
+        )
 
 
 def finished_summary(run: Run) -> dict | None:
@@ -266,15 +306,7 @@ def append_metrics(run: Path, record: dict) -> None:
 
 def save_last(run: Run, tree, step: int) -> None:
     """checkpoints/last: the resumable state and what resuming needs besides it."""
-    meta = dict(
-        step=step,
-        best=run.best,
-        last_eval_step=run.last_eval_step,
-        seconds=round(run.seconds(), 2),
-        epoch_seconds=run.epoch_seconds,
-        stopped=run.stopped,
-        stale_evals=run.stale_evals,
-    )
+    meta = dict(step=step, **status_meta(run.status, run.seconds()))
     checkpoint.save(run.checkpoints / "last", tree, meta)
 
 
@@ -337,12 +369,7 @@ def resume(run: Run, like) -> Any:
         truncate_metrics(run.folder, -1)
         return None
     tree, meta = restored
-    run.best = meta["best"]
-    run.last_eval_step = meta.get("last_eval_step", -1)
-    run.past_seconds = meta.get("seconds", 0.0)
-    run.epoch_seconds = list(meta.get("epoch_seconds", []))
-    run.stopped = meta.get("stopped")
-    run.stale_evals = meta.get("stale_evals", 0)
+    run.status = status_from_meta(meta)
     truncate_metrics(run.folder, meta["step"])
     return tree
 

@@ -67,10 +67,40 @@ class Events:
             self.writer = None
 
 
+def log_record(step, epoch, split, loss, metrics, examples_per_s, run, **extra):
+    """One metrics.jsonl line; `elapsed` counts the run's earlier sessions too. extra: train
+    records' lr and grad_norm."""
+    return dict(
+        step=step,
+        epoch=round(epoch, 4),
+        split=split,
+        loss=None if loss is None else float(loss),
+        metrics=metrics,
+        examples_per_s=examples_per_s,
+        elapsed=round(run.seconds(), 2),
+        **extra,
+    )
+
+
+class Writer:
+    """The one writer of a run's records: each goes to metrics.jsonl and TensorBoard."""
+
+    def __init__(self, folder: Path, config, start_step: int):
+        self.folder = folder
+        self.events = Events(folder, config, start_step)
+
+    def write(self, record: dict) -> None:
+        runs.append_metrics(self.folder, record)
+        self.events.record(record)
+
+    def close(self) -> None:
+        self.events.close()
+
+
 @contextlib.contextmanager
 def writers(members: list, start_step: int):
-    """An Events per run (runs.Run), closed (flushed) on the way out."""
-    out = [Events(m.folder, m.config, start_step) for m in members]
+    """A Writer per run (runs.Run), closed (flushed) on the way out."""
+    out = [Writer(m.folder, m.config, start_step) for m in members]
     try:
         yield out
     finally:

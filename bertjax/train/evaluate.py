@@ -1,11 +1,14 @@
 """Evaluation over a whole split: every example once, predictions back in dataset order."""
 
+import dataclasses
+
 import datasets
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
 from bertjax.data import batching
+from bertjax.data.packing import enabled as packing_enabled
 from bertjax.parallel import sharding
 from bertjax.train.metrics import compute_metrics
 from bertjax.train.progress import Progress
@@ -62,6 +65,47 @@ def predict(
     return logits
 
 
+@dataclasses.dataclass(frozen=True)
+class Evaluator:
+    """What `predict` needs besides the parameters and the split, built once per run (or per
+    group of runs) from its config and setup."""
+
+    eval_step: object  # (trainable, frozen, batch) -> logits, from steps.make_*eval_step
+    batch_size: int
+    buckets: tuple[int, ...]
+    pad_id: int
+    mesh: object = None
+    packing: bool = False
+
+    def logits(self, trainable, frozen, dataset, num_outputs: int, desc=None) -> np.ndarray:
+        """`predict`'s logits [len(dataset), num_outputs]."""
+        return predict(
+            self.eval_step,
+            trainable,
+            frozen,
+            dataset,
+            self.batch_size,
+            self.buckets,
+            self.pad_id,
+            num_outputs,
+            mesh=self.mesh,
+            desc=desc,
+            packing=self.packing,
+        )
+
+
+def evaluator_of(config, setup, eval_step, mesh=None) -> Evaluator:
+    """The Evaluator of a run's config and setup (Setup: buckets, pad_id, model)."""
+    return Evaluator(
+        eval_step,
+        config.train.eval_batch_size,
+        setup.buckets,
+        setup.pad_id,
+        mesh,
+        packing_enabled(config.data.get("packing", False), setup.model),
+    )
+
+
 def metrics_of(logits: np.ndarray, labels: np.ndarray, num_labels: int) -> dict:
     """Task metrics plus the mean "loss" of the predictions against the labels."""
     metrics = compute_metrics(logits, labels, num_labels)
@@ -96,16 +140,6 @@ def evaluate(
     packing: bool = False,
 ) -> tuple[dict, np.ndarray]:
     """(metrics incl. "loss", logits) for a labelled split."""
-    logits = predict(
-        eval_step,
-        trainable,
-        frozen,
-        dataset,
-        batch_size,
-        buckets,
-        pad_id,
-        num_labels,
-        mesh=mesh,
-        packing=packing,
-    )
+    evaluator = Evaluator(eval_step, batch_size, buckets, pad_id, mesh, packing)
+    logits = evaluator.logits(trainable, frozen, dataset, num_labels)
     return metrics_of(logits, np.asarray(dataset["label"]), num_labels), logits

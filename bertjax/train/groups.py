@@ -86,3 +86,17 @@ def plan_calls(groups: list[np.ndarray], k: int, cap: int) -> list[tuple[np.ndar
             put = np.concatenate([part, np.full(pad, k)]).astype(np.int32)
             calls.append((take, put))
     return calls
+
+
+def step_calls(shapes: dict, of_seed: dict, k: int, cap: int) -> list | None:
+    """The calls (take, put) of one step (see `plan_calls`), or None for one call of the
+    whole stacked state. shapes: the input shapes of each seed's batch (members share their
+    seed's batch; packed rows also differ in examples per row); of_seed: seed -> member
+    indices. Members whose batches differ in shape cannot share a call."""
+    by_shape = {}
+    for seed, shape in shapes.items():
+        by_shape.setdefault(shape, []).append(seed)
+    if len(by_shape) == 1 and cap == k:
+        return None
+    same_shape = [np.concatenate([of_seed[s] for s in seeds]) for seeds in by_shape.values()]
+    return plan_calls(same_shape, k, cap)

@@ -10,11 +10,10 @@ import numpy as np
 
 import peft
 from bertjax import data, runs
-from bertjax.data import packing
 from bertjax.hub.pretrained import load_tokenizer
 from bertjax.parallel import distributed, sharding
 from bertjax.train.build import build_model
-from bertjax.train.evaluate import metrics_of, predict
+from bertjax.train.evaluate import evaluator_of, metrics_of
 from bertjax.train.steps import make_eval_step
 
 
@@ -51,22 +50,10 @@ def _logits(config, setup, trainable, dataset, desc: str | None = None):
     packed rows when the run trained with them (data.packing; the same logits); progress
     titled `desc` (a bar on a terminal, else a log line every few seconds)."""
     _, frozen = peft.partition(setup.params, setup.mask)
-    batch_size = config.train.eval_batch_size
     mesh = sharding.data_mesh()
-    sharding.check_batch_size(batch_size, mesh, "train.eval_batch_size")
-    return predict(
-        make_eval_step(setup.model, mesh),
-        trainable,
-        frozen,
-        dataset,
-        batch_size,
-        setup.buckets,
-        setup.pad_id,
-        setup.model.num_labels,
-        mesh=mesh,
-        desc=desc,
-        packing=packing.enabled(config.data.get("packing", False), setup.model),
-    )
+    sharding.check_batch_size(config.train.eval_batch_size, mesh, "train.eval_batch_size")
+    evaluator = evaluator_of(config, setup, make_eval_step(setup.model, mesh), mesh)
+    return evaluator.logits(trainable, frozen, dataset, setup.model.num_labels, desc)
 
 
 def evaluate_run(run: Path, split: str = "validation", data_path: str | None = None) -> dict:

@@ -2,8 +2,10 @@
 step) and early stopping when the validation metric stops improving."""
 
 import logging
+import math
 import os
 import signal
+from pathlib import Path
 
 from bertjax import runs
 
@@ -47,20 +49,51 @@ class StopFlag:
         return dict(interrupted_at=step, signal=name, exit_status=128 + signal.Signals[name])
 
 
+def beats(value: float, best: dict) -> bool:
+    """Whether an evaluation's select_metric `value` is a new best: any value when there is
+    none yet (so a run whose metric is NaN, a correlation on constant labels, still has a
+    best checkpoint to finish from); else a number above the best, or any number above NaN."""
+    if best["step"] < 0:
+        return True
+    if math.isnan(value):
+        return False
+    return math.isnan(best["value"]) or value > best["value"]
+
+
+def update_best(status: runs.Status, value: float, step: int, metrics: dict) -> bool:
+    """Records an evaluation's `value` as the best when it `beats` it; whether it did."""
+    if not beats(value, status.best):
+        return False
+    status.best = dict(value=value, step=step, metrics=metrics)
+    return True
+
+
+def divergence(loss: float, step: int, last: Path) -> str | None:
+    """Why a run stops when its mean train `loss` is not finite (None while it is); `last`:
+    its checkpoints/last, the last good state."""
+    if math.isfinite(loss):
+        return None
+    return (
+        f"loss is {loss} at step {step}; stopped, the last good checkpoint is {last} "
+        "(try a lower --config.optim.lr)"
+    )
+
+
 def early_stopping(run: runs.Run, value: float, best_before: float, step: int, tc) -> None:
     """Counts the evaluations whose select_metric `value` did not beat the best before them
     by more than early_stopping_min_delta; at early_stopping_patience of them in a row,
-    run.stopped says where and why. Off when the patience is None or 0."""
+    run.status.stopped says where and why. Off when the patience is None or 0."""
     patience, delta = tc.early_stopping_patience, tc.early_stopping_min_delta
     if not patience:
         return
+    status = run.status
     if value > best_before + delta:
-        run.stale_evals = 0
+        status.stale_evals = 0
         return
-    run.stale_evals += 1
-    if run.stale_evals >= patience:
-        run.stopped = dict(
+    status.stale_evals += 1
+    if status.stale_evals >= patience:
+        status.stopped = dict(
             step=step,
             reason=f"{tc.select_metric} did not improve by more than {delta} for {patience} "
-            f"evaluations (best {run.best['value']:.4f} at step {run.best['step']})",
+            f"evaluations (best {status.best['value']:.4f} at step {status.best['step']})",
         )
