@@ -13,9 +13,9 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.name = "base"  # run name; the default workdir is runs/<name>
     config.model = "bert-base-uncased"  # local folder or hub id
-    # keep only these encoder layers of `model`, renumbered 0..n-1 (0,2,4: a 3-layer student
-    # that starts pretrained, DistilBERT's initialisation); None: every layer
-    config.model_layers = placeholder(tuple)  # keep these layers of `model` (e.g. 0,2,4); None: all
+    config.model_layers = placeholder(
+        tuple
+    )  # keep these layers (0,2,4: a 3-layer student); None: all
     config.num_labels = placeholder(int)  # None: from the data's labels
     config.workdir = placeholder(str)  # run folder; None: runs/<name>
     config.dtype = "float32"  # computation dtype: float32 | bfloat16 (params stay float32)
@@ -79,19 +79,13 @@ def get_config() -> ml_collections.ConfigDict:
     t.eval_batch_size = 128  # examples per evaluation step, divisible by the device count
     t.early_stopping_patience = placeholder(int)  # stop after N evals not improving (None: off)
     t.early_stopping_min_delta = 0.0  # improving means beating the best by more than this
-    t.remat = FieldReference(  # activation checkpointing per layer: False | True | policy name
-        False, field_type=object
-    )
-
-    # Knowledge distillation: the loss is alpha · CE(labels) + (1 − alpha) · T² ·
-    # KL(softmax(teacher / T) ‖ softmax(student / T)) (regression: squared error to the
-    # teacher); the teacher's logits are computed once and cached in the run folder.
+    t.remat = FieldReference(False, field_type=object)  # remat per layer: False|True|policy
+    # distillation loss: alpha·CE(labels) + (1 − alpha)·T²·KL(teacher/T ‖ student/T)
     config.distill = d = ml_collections.ConfigDict()
     d.teacher = placeholder(str)  # finished run folder, merged export or HF classifier; None: off
     d.temperature = 2.0  # T, > 0: higher softens both distributions (the T² keeps the scale)
     d.alpha = 0.5  # weight of the hard-label loss, in [0, 1]; 0: the teacher's targets only
     d.transfer = placeholder(str)  # texts the teacher labels (file or data folder); None: train's
-
     config.log = log = ml_collections.ConfigDict()
     log.tensorboard = True  # TensorBoard event files in the run folder (tensorboard --logdir)
     return config
