@@ -144,6 +144,13 @@ def _check_peft(config: ModelConfig, peft: PeftConfig) -> None:
     """LoRA/IA3 targets are checked by peft.Peft when the model is first initialised."""
     if isinstance(peft, AdapterConfig):
         peft.bottleneck(config.hidden_size)
+    elif isinstance(peft, LoraConfig) and peft.rank > config.hidden_size:
+        # a rank past a layer's width adds more weights than the layer has (a large one
+        # used to run the machine out of memory while initialising)
+        raise ValueError(
+            f"peft.lora.rank={peft.rank} is above the model's width ({config.hidden_size}); "
+            f"use a rank well below it (e.g. 8), or peft.method=full"
+        )
     elif peft is not None and not isinstance(peft, LoraConfig | IA3Config):
         raise TypeError(
             f"peft must be a LoraConfig, an IA3Config, an AdapterConfig or None, got {peft!r}"

@@ -11,6 +11,7 @@ from bertjax.hub.pretrained import from_pretrained, load_tokenizer
 from bertjax.models.families import head_modules
 from bertjax.models.layers import REMAT_POLICIES
 from bertjax.runs import checkpoint
+from bertjax.train.checks import check_select_metric
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -114,6 +115,7 @@ def build(config, label_names=None) -> Setup:
             f"config.num_labels={num_labels} but the data's labels are {names[:10]} "
             f"({len(names)}); fix --config.num_labels or data.label_field"
         )
+    check_select_metric(config, num_labels)
     setup = build_model(config, names, tokenizer)
     setup.splits = splits
     return setup
