@@ -106,6 +106,25 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+def _not_a_config(argv: list[str], err: Exception) -> str | None:
+    """The error line for a --config file that is not a config (a run's config.json, a
+    markdown file, a script without get_config()), else None."""
+    path = _config_path(argv)
+    if path is None:
+        return None
+    what = f"cannot load config file {path}: "
+    if isinstance(err, SyntaxError):
+        return f"{what}not Python ({err.msg}, line {err.lineno}); pass a configs/*.py file"
+    if isinstance(err, AttributeError) and "get_config" in str(err):
+        hint = " (a run's config.json: eval.py --ckpt takes its folder)"
+        return f"{what}it has no get_config(); pass a configs/*.py file" + (
+            hint if path.endswith(".json") else ""
+        )
+    if not isinstance(err, KeyError | AttributeError | flags.Error):
+        return f"{what}{type(err).__name__}: {_first_line(err)}"
+    return None
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing with one-line errors (exit 1) and a --help that lists the config
     fields (exit 0); pass as `app.run(main, flags_parser=cli.parse_flags)`."""
@@ -114,18 +133,8 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(0)
     try:
         rest = flags.FLAGS(argv)
-    except (KeyError, AttributeError) as err:  # ml_collections: an override names no field
-        try:
-            config = _load_config(_config_path(argv))
-            wrong = [m for m in map(lambda n: unknown_field(config, n), _overrides(argv)) if m]
-        except Exception:  # the config file itself is broken: report the original error
-            wrong = []
-        fail(f"unknown config field {wrong[0]}" if wrong else _first_line(err))
-    except flags.Error as err:
-        missing = re.search(r"--(\w+) must have a value other than None", str(err))
-        if missing:
-            fail(f"--{missing.group(1)} is required (python {argv[0]} --help lists the flags)")
-        fail(_first_line(err))
+    except Exception as err:  # noqa: BLE001 - a config file's own code may raise anything
+        rest = _flag_error(argv, err)
     if "config" in flags.FLAGS and flags.FLAGS["config"].present:
         try:
             flags.FLAGS.config.get("name")  # a config file that failed to load raises here
@@ -135,6 +144,26 @@ def parse_flags(argv: list[str]) -> list[str]:
                 "get_config()"
             )
     return rest
+
+
+def _flag_error(argv: list[str], err: Exception) -> NoReturn:
+    """One line for a failed flag parse (exit 1)."""
+    message = _not_a_config(argv, err)
+    if message:
+        fail(message)
+    if isinstance(err, KeyError | AttributeError):  # ml_collections: an override names no field
+        try:
+            config = _load_config(_config_path(argv))
+            wrong = [m for m in map(lambda n: unknown_field(config, n), _overrides(argv)) if m]
+        except Exception:  # the config file itself is broken: report the original error
+            wrong = []
+        fail(f"unknown config field {wrong[0]}" if wrong else _first_line(err))
+    if isinstance(err, flags.Error):
+        missing = re.search(r"--(\w+) must have a value other than None", str(err))
+        if missing:
+            fail(f"--{missing.group(1)} is required (python {argv[0]} --help lists the flags)")
+        fail(_first_line(err))
+    raise err
 
 
 def field_comments(module) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Exporting a trained run for PyTorch users: a merged transformers folder or an HF peft adapter."""
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -72,9 +73,25 @@ def export(run, out, format: str = "merged", replace: bool = False) -> Path:
         write(model, params, fresh, format, label_names=names, base=str(config.model))
         readable(fresh)
         swap_in(fresh, out)
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001 - safetensors and tokenizers raise their own types
+        raise OSError(
+            f"cannot write the export to {out}: {_reason(err)}; free disk space (or fix the "
+            f"folder's permissions) and export again; {out} is as it was"
+        ) from None
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
     return out
+
+
+def _reason(err: Exception) -> str:
+    """The operating system's words ("File too large") when it gave them."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    text = (str(err).splitlines() or [type(err).__name__])[0]
+    found = re.search(r"(?:I/O error|error): ([^(:]+?) \(os error", text)
+    return found.group(1) if found else text
 
 
 def readable(folder: Path) -> None:

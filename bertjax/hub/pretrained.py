@@ -1,6 +1,7 @@
 """from_pretrained / from_config / save_pretrained: Hugging Face folders and hub ids."""
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -353,6 +354,19 @@ def save_pretrained(
             tokenizer = load_tokenizer(tokenizer)
         tokenizer.save_pretrained(str(folder))
     return folder
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """sha256 of what decides a tokenizer's ids: a fast tokenizer's whole definition
+    (vocabulary, normalizer, pre-tokenizer, special tokens; not its truncation or padding
+    state), else its vocabulary. Part of a run's fingerprint of its base model."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        definition = dict(json.loads(backend.to_str()), truncation=None, padding=None)
+    else:
+        vocab = getattr(tokenizer, "get_vocab", dict)()
+        definition = dict(type=type(tokenizer).__name__, vocab=sorted(vocab.items()))
+    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")

@@ -1,13 +1,14 @@
 """Config → objects: the peft config, the trainable mask, tokenized data and the model."""
 
 import dataclasses
+import hashlib
 
 import jax.numpy as jnp
 
 import peft
 from bertjax import data
 from bertjax.data import batching
-from bertjax.hub.pretrained import from_pretrained, load_tokenizer
+from bertjax.hub.pretrained import from_pretrained, load_tokenizer, tokenizer_hash
 from bertjax.models.families import head_modules
 from bertjax.models.layers import REMAT_POLICIES
 from bertjax.runs import checkpoint
@@ -71,7 +72,8 @@ class Setup:
     label_names: list
     pad_id: int
     buckets: tuple
-    base_hash: str
+    base_hash: str  # the frozen weights and the tokenizer: what decides the outputs
+    weights_hash: str = ""  # the frozen weights alone (runs written before issue #27)
 
 
 def build_model(config, label_names: list, tokenizer, announce_new: bool = True) -> Setup:
@@ -91,6 +93,7 @@ def build_model(config, label_names: list, tokenizer, announce_new: bool = True)
     )
     mask = peft.trainable_mask(params, mask_method(config), head=head_of(config, model))
     _, frozen = peft.partition(params, mask)
+    weights = checkpoint.tree_hash(frozen)
     return Setup(
         model,
         params,
@@ -99,7 +102,8 @@ def build_model(config, label_names: list, tokenizer, announce_new: bool = True)
         list(label_names),
         tokenizer.pad_token_id,
         batching.bucket_lengths(config.data.max_length),
-        checkpoint.tree_hash(frozen),
+        hashlib.sha256(f"{weights} {tokenizer_hash(tokenizer)}".encode()).hexdigest(),
+        weights,
     )
 
 
