@@ -23,6 +23,7 @@ _REPLACE = flags.DEFINE_bool("replace", False, "Replace a non-empty --out folder
 
 def main(argv):
     del argv
+    cli.stop_on_signals()
     cli.setup_logging()
     try:
         print(export.export(_CKPT.value, _OUT.value, _FORMAT.value, _REPLACE.value))

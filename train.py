@@ -28,6 +28,7 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
     del argv
+    cli.stop_on_signals()
     cli.setup_logging()
     try:
         distributed.maybe_initialize()  # before anything asks JAX for its devices

@@ -1,4 +1,4 @@
-"""What train.py, eval.py and sweep.py share: quiet logs, one-line errors, config help."""
+"""What train.py, eval.py and sweep.py share: quiet logs, one-line errors, signals, config help."""
 
 import ast
 import errno
@@ -6,7 +6,9 @@ import importlib.util
 import inspect
 import io
 import logging
+import os
 import re
+import signal
 import sys
 import tokenize
 from typing import NoReturn
@@ -29,6 +31,22 @@ def setup_logging() -> None:
     import datasets  # here: report.py uses this module without needing datasets
 
     datasets.disable_progress_bars()  # tokenization bars: seconds of Map: 100% lines
+
+
+def stop_on_signals() -> None:
+    """SIGINT (Ctrl-C) or SIGTERM while loading or compiling ends the process at once: one
+    `error:` line, exit status 128 + the signal number. Raised as a KeyboardInterrupt it
+    printed a traceback, or vanished inside a callback (JAX's GC hook) and the run went on.
+    The training loop replaces this with its own handler (stop after the step, save), and
+    puts it back after. Call first thing in a CLI's main()."""
+
+    def stop(signum, frame):
+        sys.stdout.flush()
+        print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+        os._exit(128 + signum)  # nothing to save yet; an exception could be swallowed
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
 
 
 _OS_HINTS = {

@@ -468,3 +468,36 @@ def test_predict_refuses_to_write_over_its_input(two_runs, tmp_path):
         "predictions"
     )
     assert texts.read_text() == "a good sentence\n"
+
+
+# ---- 8: Ctrl-C while loading ------------------------------------------------------------------
+
+
+def test_ctrl_c_while_loading_is_one_line_and_exit_130(tmp_path, tiny_bert_vocab_dir):
+    """train.py blocks reading a named pipe as its train file; once it has the pipe open
+    (known, not timed: our open for writing succeeds), SIGINT arrives mid-load."""
+    import errno
+    import signal
+    import time
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dev.tsv").write_text(GOOD)
+    os.mkfifo(data / "train.tsv")
+    args = _train_args(tiny_bert_vocab_dir, data, tmp_path / "run")
+    process = subprocess.Popen(
+        [sys.executable, *map(str, args)], cwd=REPO, stderr=subprocess.PIPE, text=True
+    )
+    writer = None
+    while writer is None and process.poll() is None:
+        try:  # succeeds only once the reader has opened the pipe
+            writer = os.open(data / "train.tsv", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as err:
+            assert err.errno == errno.ENXIO, err
+            time.sleep(0.1)
+    assert writer is not None, process.stderr.read()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    os.close(writer)
+    assert process.returncode == 130, stderr
+    assert [line for line in stderr.splitlines() if line.strip()] == ["error: stopped by SIGINT"]

@@ -39,7 +39,7 @@ def find_file(folder: Path, split: str) -> Path:
         for ext in EXTENSIONS:
             for suffix in ("", ".gz"):
                 path = folder / f"{name}.{ext}{suffix}"
-                if path.is_file():
+                if path.exists() and not path.is_dir():  # a named pipe too
                     return path
     looked = ", ".join(f"{name}.{{{','.join(EXTENSIONS)}}}[.gz]" for name in aliases(split))
     raise FileNotFoundError(f"no {split!r} data file in {folder}: looked for {looked}")

@@ -36,6 +36,7 @@ def save(folder: Path, tree, meta: dict) -> None:
         for stale in (fresh, old):
             shutil.rmtree(stale, ignore_errors=True)
     distributed.barrier(f"checkpoint cleared {folder}")
+    checkpointer = None
     try:
         with _orbax_errors_muted():  # reported once, below, as one line
             checkpointer = _checkpointer()
@@ -44,6 +45,7 @@ def save(folder: Path, tree, meta: dict) -> None:
         if primary:
             (fresh / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     except Exception as err:  # noqa: BLE001 - Orbax/TensorStore raise ValueError, OSError, …
+        _close(checkpointer)  # its threads would print "Event loop is closed" at exit
         if primary:
             shutil.rmtree(fresh, ignore_errors=True)
         # Orbax's abandoned write tasks would log their copy of the error at exit.
@@ -59,6 +61,15 @@ def save(folder: Path, tree, meta: dict) -> None:
         fresh.rename(folder)
         shutil.rmtree(old, ignore_errors=True)
     distributed.barrier(f"checkpoint saved {folder}")
+
+
+def _close(checkpointer) -> None:
+    """Joins a failed checkpointer's background threads, quietly (they hold the error that
+    save() reports)."""
+    if checkpointer is None:
+        return
+    with _orbax_errors_muted(), contextlib.suppress(Exception):
+        checkpointer.close()
 
 
 @contextlib.contextmanager
