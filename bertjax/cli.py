@@ -131,13 +131,12 @@ def _not_a_config(argv: list[str], err: Exception) -> str | None:
     if path is None:
         return None
     what = f"cannot load config file {path}: "
+    if path.endswith(".json"):  # ml_collections runs it as Python: NameError on `null`
+        return f"{what}a JSON file; pass a configs/*.py file (eval.py --ckpt takes a run folder)"
     if isinstance(err, SyntaxError):
         return f"{what}not Python ({err.msg}, line {err.lineno}); pass a configs/*.py file"
     if isinstance(err, AttributeError) and "get_config" in str(err):
-        hint = " (a run's config.json: eval.py --ckpt takes its folder)"
-        return f"{what}it has no get_config(); pass a configs/*.py file" + (
-            hint if path.endswith(".json") else ""
-        )
+        return f"{what}it has no get_config(); pass a configs/*.py file"
     if not isinstance(err, KeyError | AttributeError | flags.Error):
         return f"{what}{type(err).__name__}: {_first_line(err)}"
     return None

@@ -38,6 +38,16 @@ def _one_error(out) -> str:
     return lines[0]
 
 
+def _last_error(out) -> str:
+    """A command that failed after its INFO lines: exit status 1, no traceback, and one
+    `error: …` line, the last."""
+    assert out.returncode == 1, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr and "Event loop is closed" not in out.stderr, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:], out.stderr
+    return lines[-1]
+
+
 def _rows(n: int) -> str:
     return "".join(f"sentence number {i} {'good' if i % 2 else 'bad'}\t{i % 2}\n" for i in range(n))
 
@@ -367,8 +377,14 @@ def test_config_that_is_not_a_config_is_one_line(two_runs, tmp_path):
     (run_a, _), _ = two_runs
     out = _cli("train.py", "--config", run_a / "config.json")
     assert _one_error(out) == (
-        f"error: cannot load config file {run_a / 'config.json'}: it has no get_config(); "
-        "pass a configs/*.py file (a run's config.json: eval.py --ckpt takes its folder)"
+        f"error: cannot load config file {run_a / 'config.json'}: a JSON file; pass a "
+        "configs/*.py file (eval.py --ckpt takes a run folder)"
+    )
+    script = tmp_path / "script.py"
+    script.write_text("print('not a config')\n")
+    out = _cli("train.py", "--config", script)
+    assert _one_error(out) == (
+        f"error: cannot load config file {script}: it has no get_config(); pass a configs/*.py file"
     )
     notes = tmp_path / "notes.md"
     notes.write_text("# Notes\n\nRun *this* first.\n")
@@ -415,11 +431,11 @@ def test_a_failed_start_does_not_block_the_corrected_command(
     run = tmp_path / "run"
     args = _train_args(tiny_bert_vocab_dir, data_dir, run, "--config.peft.method=full")
     failed = _cli(*args, **full)
-    assert "cannot write checkpoint" in _one_error(failed)
+    assert "cannot write checkpoint" in _last_error(failed)
     assert not run.exists()
     run.mkdir()  # a folder made beforehand stays, with what the failed start wrote
     failed = _cli(*args, **full)
-    assert "cannot write checkpoint" in _one_error(failed)
+    assert "cannot write checkpoint" in _last_error(failed)
     assert (run / "config.json").is_file()
     corrected = _cli(
         *args,

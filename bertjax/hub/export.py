@@ -90,7 +90,7 @@ def _reason(err: Exception) -> str:
     if isinstance(err, OSError) and err.strerror:
         return err.strerror
     text = (str(err).splitlines() or [type(err).__name__])[0]
-    found = re.search(r"(?:I/O error|error): ([^(:]+?) \(os error", text)
+    found = re.search(r"([A-Z][a-z][^():]*?) \(os error \d+\)", text)
     return found.group(1) if found else text
 
 
