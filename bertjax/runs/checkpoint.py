@@ -77,16 +77,18 @@ def _orbax_errors_muted():
     """Orbax logs a failed background write with tracebacks (through absl) before raising it;
     save() raises it as one line instead."""
     absl = logging.getLogger("absl")
-    level, hook = absl.level, sys.unraisablehook
+    level, hook, excepthook = absl.level, sys.unraisablehook, sys.excepthook
     absl.setLevel(logging.CRITICAL)
     # TensorStore's callbacks for the writes still in flight then find Orbax's event loop
-    # closed and raise "Event loop is closed" into the void (unraisable exceptions).
+    # closed and raise "Event loop is closed" into the void (unraisable exceptions, or
+    # printed through sys.excepthook from the C callback).
     sys.unraisablehook = lambda unraisable: None
+    sys.excepthook = lambda *exc: None
     try:
         yield
     finally:
         absl.setLevel(level)
-        sys.unraisablehook = hook
+        sys.unraisablehook, sys.excepthook = hook, excepthook
 
 
 def _reason(err: Exception) -> str:
