@@ -28,6 +28,7 @@ _OUT = flags.DEFINE_string(
 
 def main(argv):
     del argv
+    cli.stop_on_signals()
     cli.setup_logging()
     xla_cache.enable()
     try:

@@ -46,6 +46,7 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
     del argv
+    cli.stop_on_signals()
     cli.setup_logging()
     xla_cache.enable()
     config = _CONFIG.value

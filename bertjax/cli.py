@@ -1,4 +1,4 @@
-"""What train.py, eval.py and sweep.py share: quiet logs, one-line errors, config help."""
+"""What train.py, eval.py and sweep.py share: quiet logs, one-line errors, signals, config help."""
 
 import ast
 import errno
@@ -6,7 +6,9 @@ import importlib.util
 import inspect
 import io
 import logging
+import os
 import re
+import signal
 import sys
 import tokenize
 from typing import NoReturn
@@ -29,6 +31,22 @@ def setup_logging() -> None:
     import datasets  # here: report.py uses this module without needing datasets
 
     datasets.disable_progress_bars()  # tokenization bars: seconds of Map: 100% lines
+
+
+def stop_on_signals() -> None:
+    """SIGINT (Ctrl-C) or SIGTERM while loading or compiling ends the process at once: one
+    `error:` line, exit status 128 + the signal number. Raised as a KeyboardInterrupt it
+    printed a traceback, or vanished inside a callback (JAX's GC hook) and the run went on.
+    The training loop replaces this with its own handler (stop after the step, save), and
+    puts it back after. Call first thing in a CLI's main()."""
+
+    def stop(signum, frame):
+        sys.stdout.flush()
+        print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+        os._exit(128 + signum)  # nothing to save yet; an exception could be swallowed
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
 
 
 _OS_HINTS = {
@@ -107,6 +125,24 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+def _not_a_config(argv: list[str], err: Exception) -> str | None:
+    """The error line for a --config file that is not a config (a run's config.json, a
+    markdown file, a script without get_config()), else None."""
+    path = _config_path(argv)
+    if path is None:
+        return None
+    what = f"cannot load config file {path}: "
+    if path.endswith(".json"):  # ml_collections runs it as Python: NameError on `null`
+        return f"{what}a JSON file; pass a configs/*.py file (eval.py --ckpt takes a run folder)"
+    if isinstance(err, SyntaxError):
+        return f"{what}not Python ({err.msg}, line {err.lineno}); pass a configs/*.py file"
+    if isinstance(err, AttributeError) and "get_config" in str(err):
+        return f"{what}it has no get_config(); pass a configs/*.py file"
+    if not isinstance(err, KeyError | AttributeError | flags.Error):
+        return f"{what}{type(err).__name__}: {_first_line(err)}"
+    return None
+
+
 def parse_flags(argv: list[str], command=None) -> list[str]:
     """absl flag parsing with one-line errors (exit 1) and a --help that lists the config
     fields (exit 0); pass as `app.run(main, flags_parser=cli.parse_flags)`. command: the
@@ -116,18 +152,8 @@ def parse_flags(argv: list[str], command=None) -> list[str]:
         sys.exit(0)
     try:
         rest = flags.FLAGS(argv)
-    except (KeyError, AttributeError) as err:  # ml_collections: an override names no field
-        try:
-            config = _load_config(_config_path(argv))
-            wrong = [m for m in map(lambda n: unknown_field(config, n), _overrides(argv)) if m]
-        except Exception:  # the config file itself is broken: report the original error
-            wrong = []
-        fail(f"unknown config field {wrong[0]}" if wrong else _first_line(err))
-    except flags.Error as err:
-        missing = re.search(r"--(\w+) must have a value other than None", str(err))
-        if missing:
-            fail(f"--{missing.group(1)} is required (python {argv[0]} --help lists the flags)")
-        fail(_first_line(err))
+    except Exception as err:  # noqa: BLE001 - a config file's own code may raise anything
+        rest = _flag_error(argv, err)
     if "config" in flags.FLAGS and flags.FLAGS["config"].present:
         try:
             flags.FLAGS.config.get("name")  # a config file that failed to load raises here
@@ -137,6 +163,26 @@ def parse_flags(argv: list[str], command=None) -> list[str]:
                 "get_config()"
             )
     return rest
+
+
+def _flag_error(argv: list[str], err: Exception) -> NoReturn:
+    """One line for a failed flag parse (exit 1)."""
+    message = _not_a_config(argv, err)
+    if message:
+        fail(message)
+    if isinstance(err, KeyError | AttributeError):  # ml_collections: an override names no field
+        try:
+            config = _load_config(_config_path(argv))
+            wrong = [m for m in map(lambda n: unknown_field(config, n), _overrides(argv)) if m]
+        except Exception:  # the config file itself is broken: report the original error
+            wrong = []
+        fail(f"unknown config field {wrong[0]}" if wrong else _first_line(err))
+    if isinstance(err, flags.Error):
+        missing = re.search(r"--(\w+) must have a value other than None", str(err))
+        if missing:
+            fail(f"--{missing.group(1)} is required (python {argv[0]} --help lists the flags)")
+        fail(_first_line(err))
+    raise err
 
 
 def field_comments(module) -> dict[str, str]:

@@ -137,6 +137,6 @@ def test_resuming_on_changed_base_weights_is_refused(
         training.train(config)
     message = str(refused.value)
     assert "\n" not in message and "differs from the one this run started on" in message
-    new_hash, was = re.search(r"weights hash (\w{12}) != (\w{12})", message).groups()
+    new_hash, was = re.search(r"hash (\w{12}) != (\w{12})", message).groups()
     assert was == old_hash[:12] and new_hash != was
     assert (tmp_path / "run" / runs.BASE_FILE).read_text() == started

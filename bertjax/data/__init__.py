@@ -1,6 +1,7 @@
 """Splits from the hub or local files (bertjax.data.files), label encoding and tokenization."""
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -146,14 +147,31 @@ def load_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
     return subsets(read_splits(data_cfg, seed), data_cfg, seed)
 
 
-def _label_kind(feature: Any) -> str:
-    """The label type: "class" (hub ClassLabel), "string", "float" (regression) or "int"."""
+def _feature_kind(feature: Any) -> str:
     if isinstance(feature, datasets.ClassLabel):
         return "class"
     dtype = getattr(feature, "dtype", "")
     if "string" in dtype:
         return "string"
     return "float" if dtype.startswith("float") else "int"
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value.is_integer()
+
+
+def label_kind(train: datasets.Dataset, field: str, num_labels: int | None = None) -> str:
+    """The label type: "class" (hub ClassLabel), "string", "float" (regression) or "int".
+
+    Floats that are all whole numbers (0.0/1.0, or 1 mixed with 1.0) are class ids, not
+    regression targets, unless num_labels is 1: a file's spelling does not change the task.
+    """
+    kind = _feature_kind(train.features[field])
+    if kind == "float" and num_labels != 1:
+        values = [v for v in train[field] if v is not None]
+        if values and all(map(_whole, values)):
+            return "int"
+    return kind
 
 
 def label_names(
@@ -171,7 +189,7 @@ def label_names(
     num_labels == 1.
     """
     field = data_cfg.label_field
-    kind = _label_kind(splits["train"].features[field])
+    kind = label_kind(splits["train"], field, num_labels)
     given = data_cfg.get("labels")
     if kind == "float":
         return [field]
@@ -188,6 +206,12 @@ def label_names(
         return sorted({v for v in column if v is not None})
     if num_labels is not None:
         return [str(i) for i in range(num_labels)]
+    if _feature_kind(splits["train"].features[field]) == "float":
+        log.info(
+            "label %r holds whole numbers only: classes, not regression targets "
+            "(--config.num_labels=1 for regression)",
+            field,
+        )
     values = np.unique(np.asarray(column, np.int64))
     values = values[values != NO_LABEL]
     if values.size and values[0] >= 1:
@@ -201,7 +225,9 @@ def _are_ids(names: list[str]) -> bool:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) or (isinstance(value, str) and value.isdigit())
+    if isinstance(value, str):
+        return value.isdigit()
+    return isinstance(value, int | np.integer) or _whole(value)
 
 
 def _label_ids(values: list[Any], names: list[str], kind: str, split: str) -> np.ndarray:
@@ -247,10 +273,10 @@ def encode_labels(
     """Replaces `data.label_field` by an int32 "label" column of ids into names.
 
     A split without the label field (an unlabelled test set) gets label NO_LABEL (-1)
-    everywhere; see `has_labels`. Regression (float) labels stay float32.
+    everywhere; see `has_labels`. Regression (float) labels (one name) stay float32.
     """
     field = data_cfg.label_field
-    kind = _label_kind(splits["train"].features[field])
+    kind = label_kind(splits["train"], field, len(names))
     out = {}
     for split, dataset in splits.items():
         if field in dataset.column_names:
@@ -273,6 +299,21 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def check_max_length(tokenizer: Any, max_length: int, pair: bool) -> None:
+    """data.max_length must leave room for text beside the special tokens ([CLS] … [SEP]):
+    below them the tokenizer does not truncate at all."""
+    count = getattr(tokenizer, "num_special_tokens_to_add", None)  # a transformers method
+    if count is None:
+        return
+    special = count(pair=pair)
+    if max_length <= special + pair:
+        raise ValueError(
+            f"data.max_length={max_length} leaves no room for text: the tokenizer adds "
+            f"{special} special tokens to {'a pair' if pair else 'a text'}; use at least "
+            f"{special + 1 + pair} (e.g. 128)"
+        )
+
+
 def tokenize(
     splits: dict[str, datasets.Dataset], tokenizer: Any, data_cfg: Any
 ) -> dict[str, datasets.Dataset]:
@@ -284,6 +325,7 @@ def tokenize(
     fields = tuple(data_cfg.text_fields)
     if len(fields) not in (1, 2):
         raise ValueError(f"data.text_fields must name 1 or 2 fields, got {fields}")
+    check_max_length(tokenizer, data_cfg.max_length, pair=len(fields) == 2)
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         texts = [[_text(v) for v in batch[field]] for field in fields]

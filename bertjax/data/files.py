@@ -5,15 +5,28 @@ import csv
 import gzip
 import io
 import json
+import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 EXTENSIONS = ("tsv", "csv", "jsonl", "json", "parquet")
 # A configured validation split name also matches the other common spelling.
 SPLIT_ALIASES = {"dev": ("dev", "validation"), "validation": ("validation", "dev")}
+# The first bytes of compressed files, which a misnamed data file may be.
+MAGIC = {
+    b"\x1f\x8b": "gzip",
+    b"PK\x03\x04": "zip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+}
+# A long document is one cell: csv's 128 KiB default would refuse it.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 def aliases(split: str) -> tuple[str, ...]:
@@ -26,15 +39,37 @@ def find_file(folder: Path, split: str) -> Path:
         for ext in EXTENSIONS:
             for suffix in ("", ".gz"):
                 path = folder / f"{name}.{ext}{suffix}"
-                if path.is_file():
+                if path.exists() and not path.is_dir():  # a named pipe too
                     return path
     looked = ", ".join(f"{name}.{{{','.join(EXTENSIONS)}}}[.gz]" for name in aliases(split))
     raise FileNotFoundError(f"no {split!r} data file in {folder}: looked for {looked}")
 
 
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped for `.gz`; a compressed file under a plain name, or a
+    broken `.gz`, is an error saying what to do."""
+    raw = path.read_bytes()
+    kind = next((name for magic, name in MAGIC.items() if raw.startswith(magic)), None)
+    if path.name.endswith(".gz"):
+        if kind != "gzip":
+            raise ValueError(f"{path}: not gzip-compressed; re-compress it with gzip")
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:
+            raise ValueError(
+                f"{path}: truncated or corrupt gzip file ({err}); compress it again"
+            ) from None
+    if kind == "gzip":
+        raise ValueError(f"{path}: gzip-compressed; name it {path.name}.gz, or decompress it")
+    if kind and not path.name.endswith(".parquet"):  # parquet may hold compressed pages only
+        raise ValueError(f"{path}: a {kind} archive, not text; decompress it (or gzip it as .gz)")
+    return raw
+
+
 def _decode(raw: bytes, path: Path) -> str:
+    """UTF-8 text; a byte-order mark (Excel's UTF-8) is dropped, not read into the header."""
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise ValueError(
@@ -86,6 +121,13 @@ def _read_table(text: str, path: Path, tsv: bool) -> tuple[dict[str, list[Any]],
     reader = csv.reader(
         io.StringIO(text, newline=""), delimiter="\t" if tsv else ",", quoting=quoting
     )
+    try:
+        return _rows(reader, path, tsv)
+    except csv.Error as err:
+        raise ValueError(f"{path} line {reader.line_num}: {err}; fix the quoting") from None
+
+
+def _rows(reader, path: Path, tsv: bool) -> tuple[dict[str, list[Any]], list[int]]:
     header = next(reader, None)
     if not header:
         raise ValueError(f"{path}: empty file; the first line must name the columns")
@@ -102,6 +144,41 @@ def _read_table(text: str, path: Path, tsv: bool) -> tuple[dict[str, list[Any]],
         rows.append(row)
         lines.append(reader.line_num)
     return {name: _typed([row[i] for row in rows]) for i, name in enumerate(header)}, lines
+
+
+def _json_types(records: list[dict[str, Any]], path: Path, lines: list[int] | None) -> None:
+    """Each key holds one type across the records (ints and floats count as numbers; null
+    is allowed anywhere): Arrow would refuse a mix with a traceback."""
+    seen: dict[str, tuple[str, int]] = {}
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ValueError(f"{path} record {i + 1}: expected a JSON object (a record)")
+        for key, value in record.items():
+            if value is None:
+                continue
+            kind = "number" if isinstance(value, int | float) else type(value).__name__
+            kind = "bool" if isinstance(value, bool) else kind
+            where = f"line {lines[i]}" if lines else f"record {i + 1}"
+            first = seen.setdefault(key, (kind, where))
+            if first[0] != kind:
+                raise ValueError(
+                    f"{path} {where}: {key!r} is a {kind}, at {first[1]} a {first[0]}; "
+                    "give the column one type (quote the numbers of a text column)"
+                )
+
+
+def _parquet(raw: bytes, path: Path) -> datasets.Dataset:
+    try:
+        return datasets.Dataset(pq.read_table(io.BytesIO(raw)))
+    except (pa.ArrowException, OSError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path}: unreadable Parquet file ({reason}); write it again") from None
+
+
+def _check_rows(dataset: datasets.Dataset, path: Path) -> datasets.Dataset:
+    if len(dataset) == 0:
+        raise ValueError(f"{path}: no rows, only a header (or nothing); add examples to it")
+    return dataset
 
 
 def _check_labels(
@@ -131,18 +208,18 @@ def read_file(path: Path, label_field: str | None = None, test: bool = False) ->
     error naming the file and line, unless no row has one and `test` (an unlabelled test set).
     """
     ext = path.name.removesuffix(".gz").rsplit(".", 1)[-1]
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    raw = _read_bytes(path)
+    lines = None
     if ext == "parquet":
-        return datasets.Dataset(pq.read_table(io.BytesIO(raw)))
-    text = _decode(raw, path)
-    if ext in ("tsv", "csv"):
-        table, lines = _read_table(text, path, tsv=ext == "tsv")
+        dataset = _parquet(raw, path)
+    elif ext in ("tsv", "csv"):
+        table, lines = _read_table(_decode(raw, path), path, tsv=ext == "tsv")
         dataset = datasets.Dataset.from_dict(table)
     else:
-        records, lines = _json_records(text, path)
+        records, lines = _json_records(_decode(raw, path), path)
+        _json_types(records, path, lines)
         dataset = datasets.Dataset.from_list(records)
+    dataset = _check_rows(dataset, path)
     if label_field is None:
         return dataset
     return _check_labels(dataset, label_field, path, lines, test)

@@ -125,7 +125,16 @@ def read_adapter(folder) -> tuple[dict, dict[str, np.ndarray]]:
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{folder}: no {WEIGHTS_FILE} beside {CONFIG_FILE}")
-    return config, load_file(weights)
+    from safetensors import SafetensorError
+
+    try:
+        return config, load_file(weights)
+    except SafetensorError as err:  # a torn download or copy
+        reason = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0]
+        raise ValueError(
+            f"{weights}: unreadable weights file, truncated or corrupt ({reason}); download "
+            "or export the adapter again"
+        ) from None
 
 
 def method_of(config: dict, state: dict[str, np.ndarray], where) -> LoraConfig | IA3Config:

@@ -1,6 +1,7 @@
 """from_pretrained / from_config / save_pretrained: Hugging Face folders and hub ids."""
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -151,6 +152,13 @@ def _check_peft(config: ModelConfig, peft: PeftConfig) -> None:
     """LoRA/IA3 targets are checked by peft.Peft when the model is first initialised."""
     if isinstance(peft, AdapterConfig):
         peft.bottleneck(config.hidden_size)
+    elif isinstance(peft, LoraConfig) and peft.rank > config.hidden_size:
+        # a rank past a layer's width adds more weights than the layer has (a large one
+        # used to run the machine out of memory while initialising)
+        raise ValueError(
+            f"peft.lora.rank={peft.rank} is above the model's width ({config.hidden_size}); "
+            f"use a rank well below it (e.g. 8), or peft.method=full"
+        )
     elif peft is not None and not isinstance(peft, LoraConfig | IA3Config):
         raise TypeError(
             f"peft must be a LoraConfig, an IA3Config, an AdapterConfig or None, got {peft!r}"
@@ -403,6 +411,19 @@ def save_pretrained(
             tokenizer = load_tokenizer(tokenizer)
         tokenizer.save_pretrained(str(folder))
     return folder
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """sha256 of what decides a tokenizer's ids: a fast tokenizer's whole definition
+    (vocabulary, normalizer, pre-tokenizer, special tokens; not its truncation or padding
+    state), else its vocabulary. Part of a run's fingerprint of its base model."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        definition = dict(json.loads(backend.to_str()), truncation=None, padding=None)
+    else:
+        vocab = getattr(tokenizer, "get_vocab", dict)()
+        definition = dict(type=type(tokenizer).__name__, vocab=sorted(vocab.items()))
+    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")

@@ -125,6 +125,11 @@ def held(folders: list[Path]):
         for folder in folders:
             files.append((folder, lock(folder)))
         yield
+    except BaseException:
+        for folder in created:  # a start that failed (a compile, Ctrl-C) leaves no folder
+            if not saved_anything(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+        raise
     finally:
         for folder, file in files:
             unlock(folder, file)
@@ -195,13 +200,22 @@ def reset(run: Run) -> None:
     run.status = Status()
 
 
+def saved_anything(folder: Path) -> bool:
+    """Whether a run folder holds a checkpoint: without one there is nothing to resume."""
+    checkpoints = Path(folder) / "checkpoints"
+    return checkpoints.is_dir() and any(checkpoints.iterdir())
+
+
 def check_folder(config, overwrite: bool = False) -> Run:
     """A Run for `config`; refuses a folder that holds another config (unless overwrite) or
-    something that is not a run. Writes nothing."""
+    something that is not a run. A run that never saved a checkpoint (a failed start) is
+    not in the way: the corrected command replaces it. Writes nothing."""
     folder = workdir_of(config)
     if (folder / CONFIG_FILE).is_file() and not overwrite:
         diff = differences(json.loads((folder / CONFIG_FILE).read_text()), config_dict(config))
-        if diff:
+        if diff and not saved_anything(folder):
+            log.info("%s: replacing a run that never saved a checkpoint", folder)
+        elif diff:
             raise ValueError(
                 f"{folder} holds a run with a different config ({'; '.join(diff[:3])}); "
                 "pass --overwrite or choose another --config.workdir"
@@ -237,11 +251,12 @@ def check_base(run: Run, base: dict) -> None:
     if not file.is_file() or not run.checkpoints.exists():
         return
     started = json.loads(file.read_text())
-    if started["sha256"] != base["sha256"]:
+    if started["sha256"] not in (base["sha256"], base.get("weights_sha256")):
         raise ValueError(
             f"{run.folder}: base model {base['model']} differs from the one this run started "
-            f"on (weights hash {base['sha256'][:12]} != {started['sha256'][:12]}); restore "
-            "those weights to resume, or pass --overwrite to train again from step 0"
+            f"on (its weights or tokenizer: hash {base['sha256'][:12]} != "
+            f"{started['sha256'][:12]}); restore that model to resume, or pass --overwrite to "
+            "train again from step 0"
         )
 
 
@@ -316,11 +331,12 @@ def save_best(run: Run, step: int, metrics: dict, trainable) -> None:
     )
 
 
-def restore(folder: Path, like) -> tuple | None:
+def restore(folder: Path, like, repair: bool = True) -> tuple | None:
     """(tree, meta) of the newest complete checkpoint among `folder` and the siblings a
-    crash mid-save can leave (`checkpoint.candidates`), made `folder` again; None when there
-    is none at all. Incomplete ones are skipped with a warning; when none is complete the
-    error says what to do."""
+    crash mid-save can leave (`checkpoint.candidates`), made `folder` again (with `repair`:
+    only the run's lock holder may; a reader such as eval.py must not rename files a live
+    run is swapping); None when there is none at all. Incomplete ones are skipped with a
+    warning; when none is complete the error says what to do."""
     folder = Path(folder).absolute()  # as the candidates' paths: a relative one is the same
     found = checkpoint.candidates(folder)
     if not found:
@@ -337,7 +353,7 @@ def restore(folder: Path, like) -> tuple | None:
         if skipped:
             log.warning("%s: skipped incomplete checkpoints %s", folder.parent, ", ".join(skipped))
         distributed.barrier(f"restored {candidate}")  # every process read it before the rename
-        if candidate != folder and distributed.is_primary():
+        if repair and candidate != folder and distributed.is_primary():
             shutil.rmtree(folder, ignore_errors=True)
             candidate.rename(folder)
             log.warning(
@@ -348,10 +364,12 @@ def restore(folder: Path, like) -> tuple | None:
                 meta["step"],
             )
         return tree, meta
-    raise ValueError(
-        f"{folder}: no complete checkpoint ({'; '.join(skipped)}); pass --overwrite to train "
-        "this run again from step 0"
+    fix = (
+        "pass --overwrite to train this run again from step 0"
+        if repair
+        else "finish or restart the run with train.py first"
     )
+    raise ValueError(f"{folder}: no complete checkpoint ({'; '.join(skipped)}); {fix}")
 
 
 def resume(run: Run, like) -> Any:
@@ -374,9 +392,11 @@ def resume(run: Run, like) -> Any:
     return tree
 
 
-def restore_best(run: Run, like):
-    """The trainable tree of checkpoints/best."""
-    restored = restore(run.checkpoints / "best", dict(trainable=like))
+def restore_best(run: Run, like, repair: bool = True):
+    """The trainable tree of checkpoints/best; repair=False for readers without the lock."""
+    restored = restore(run.checkpoints / "best", dict(trainable=like), repair)
     if restored is None:
-        raise ValueError(f"{run.folder}: no checkpoints/best; re-run the same command to finish")
+        raise ValueError(
+            f"{run.folder}: no checkpoints/best; re-run train.py's command to finish the run"
+        )
     return restored[0]["trainable"]

@@ -36,6 +36,7 @@ def save(folder: Path, tree, meta: dict) -> None:
         for stale in (fresh, old):
             shutil.rmtree(stale, ignore_errors=True)
     distributed.barrier(f"checkpoint cleared {folder}")
+    checkpointer = None
     try:
         with _orbax_errors_muted():  # reported once, below, as one line
             checkpointer = _checkpointer()
@@ -44,6 +45,7 @@ def save(folder: Path, tree, meta: dict) -> None:
         if primary:
             (fresh / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     except Exception as err:  # noqa: BLE001 - Orbax/TensorStore raise ValueError, OSError, …
+        _close(checkpointer)  # its threads would print "Event loop is closed" at exit
         if primary:
             shutil.rmtree(fresh, ignore_errors=True)
         # Orbax's abandoned write tasks would log their copy of the error at exit.
@@ -61,21 +63,32 @@ def save(folder: Path, tree, meta: dict) -> None:
     distributed.barrier(f"checkpoint saved {folder}")
 
 
+def _close(checkpointer) -> None:
+    """Joins a failed checkpointer's background threads, quietly (they hold the error that
+    save() reports)."""
+    if checkpointer is None:
+        return
+    with _orbax_errors_muted(), contextlib.suppress(Exception):
+        checkpointer.close()
+
+
 @contextlib.contextmanager
 def _orbax_errors_muted():
     """Orbax logs a failed background write with tracebacks (through absl) before raising it;
     save() raises it as one line instead."""
     absl = logging.getLogger("absl")
-    level, hook = absl.level, sys.unraisablehook
+    level, hook, excepthook = absl.level, sys.unraisablehook, sys.excepthook
     absl.setLevel(logging.CRITICAL)
     # TensorStore's callbacks for the writes still in flight then find Orbax's event loop
-    # closed and raise "Event loop is closed" into the void (unraisable exceptions).
+    # closed and raise "Event loop is closed" into the void (unraisable exceptions, or
+    # printed through sys.excepthook from the C callback).
     sys.unraisablehook = lambda unraisable: None
+    sys.excepthook = lambda *exc: None
     try:
         yield
     finally:
         absl.setLevel(level)
-        sys.unraisablehook = hook
+        sys.unraisablehook, sys.excepthook = hook, excepthook
 
 
 def _reason(err: Exception) -> str:

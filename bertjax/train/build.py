@@ -1,16 +1,18 @@
 """Config → objects: the peft config, the trainable mask, tokenized data and the model."""
 
 import dataclasses
+import hashlib
 
 import jax.numpy as jnp
 
 import peft
 from bertjax import data
 from bertjax.data import batching
-from bertjax.hub.pretrained import from_pretrained, load_tokenizer
+from bertjax.hub.pretrained import from_pretrained, load_tokenizer, tokenizer_hash
 from bertjax.models.families import head_modules, norm_modules
 from bertjax.models.layers import REMAT_POLICIES
 from bertjax.runs import checkpoint
+from bertjax.train.checks import check_select_metric
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -70,7 +72,8 @@ class Setup:
     label_names: list
     pad_id: int
     buckets: tuple
-    base_hash: str
+    base_hash: str  # the frozen weights and the tokenizer: what decides the outputs
+    weights_hash: str = ""  # the frozen weights alone (runs written before issue #27)
 
 
 def build_model(config, label_names: list, tokenizer, announce_new: bool = True) -> Setup:
@@ -93,6 +96,7 @@ def build_model(config, label_names: list, tokenizer, announce_new: bool = True)
         params, mask_method(config), head=head_of(config, model), norms=norm_modules(model)
     )
     _, frozen = peft.partition(params, mask)
+    weights = checkpoint.tree_hash(frozen)
     return Setup(
         model,
         params,
@@ -101,7 +105,8 @@ def build_model(config, label_names: list, tokenizer, announce_new: bool = True)
         list(label_names),
         tokenizer.pad_token_id,
         batching.bucket_lengths(config.data.max_length),
-        checkpoint.tree_hash(frozen),
+        hashlib.sha256(f"{weights} {tokenizer_hash(tokenizer)}".encode()).hexdigest(),
+        weights,
     )
 
 
@@ -117,6 +122,7 @@ def build(config, label_names=None) -> Setup:
             f"config.num_labels={num_labels} but the data's labels are {names[:10]} "
             f"({len(names)}); fix --config.num_labels or data.label_field"
         )
+    check_select_metric(config, num_labels)
     setup = build_model(config, names, tokenizer)
     setup.splits = splits
     return setup

@@ -16,6 +16,26 @@ SCHEDULES = ("linear", "constant", "cosine")
 SELECT_METRICS = ("accuracy", "f1", "macro_f1", "micro_f1", "mcc", "pearson", "spearman")
 
 
+def task_metrics(num_labels: int) -> tuple[str, ...]:
+    """The SELECT_METRICS a task with `num_labels` outputs reports (1: regression)."""
+    if num_labels == 1:
+        return ("pearson", "spearman")
+    binary = ("f1",) if num_labels == 2 else ()
+    return ("accuracy", *binary, "macro_f1", "micro_f1", "mcc")
+
+
+def check_select_metric(config, num_labels: int) -> None:
+    """train.select_metric must be a metric this task reports: checked once the labels are
+    known, before the first step (not at the first evaluation, an epoch later)."""
+    metric, produced = config.train.select_metric, task_metrics(num_labels)
+    if metric not in produced:
+        task = "regression" if num_labels == 1 else f"classification into {num_labels} classes"
+        raise ValueError(
+            f"train.select_metric={metric!r} is not reported for {task}; use one of "
+            f"{', '.join(produced)}"
+        )
+
+
 def closest(value: str, allowed) -> str | None:
     """The option a typo most likely meant: the only one `value` abbreviates ("acc" ->
     "accuracy", not the nearer-spelled "mcc"), else the closest spelling, else None."""
@@ -124,6 +144,9 @@ def check_config(config) -> None:
     if config.train.get("log_every") is not None:
         _at_least_one("train.log_every", config.train.log_every, " (or unset it: automatic)")
     _at_least_one("data.max_length", config.data.max_length)
+    for field in ("max_train_examples", "max_eval_examples"):  # no "all but N" reading
+        if config.data.get(field) is not None:
+            _at_least_one(f"data.{field}", config.data[field], " (or unset it: all examples)")
     if config.train.get("eval_every") is not None:
         _at_least_one("train.eval_every", config.train.eval_every, " (or unset it)")
     check_peft(config)

@@ -23,6 +23,7 @@ from bertjax.train import loop as training
 
 def main(argv, config_flag, overwrite_flag) -> None:
     del argv
+    cli.stop_on_signals()
     cli.setup_logging()
     try:
         distributed.maybe_initialize()  # before anything asks JAX for its devices

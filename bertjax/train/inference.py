@@ -26,7 +26,7 @@ def load_run(run: Path, data_path: str | None = None, with_data: bool = True):
     run = Path(run)
     config = runs.load_config(run)
     best = run / "checkpoints" / "best"
-    if not best.exists():
+    if not runs.checkpoint.candidates(best):  # best.new alone: a save being swapped in
         raise FileNotFoundError(f"{run}: no checkpoint at {best} (not a finished bertjax run?)")
     if data_path is not None:
         config.data.path, config.data.name = data_path, None
@@ -34,14 +34,18 @@ def load_run(run: Path, data_path: str | None = None, with_data: bool = True):
     tokenizer = load_tokenizer(config.model)
     setup = build_model(config, names, tokenizer, announce_new=False)
     base = json.loads((run / runs.BASE_FILE).read_text())
-    if base["sha256"] != setup.base_hash:
+    # a run from before issue #27 recorded the weights alone: its tokenizer goes unchecked
+    if base["sha256"] not in (setup.base_hash, setup.weights_hash):
         raise ValueError(
-            f"{run}: base model {config.model} differs from the one this run was "
-            f"trained on (weights hash {setup.base_hash[:12]} != {base['sha256'][:12]})"
+            f"{run}: base model {config.model} differs from the one this run was trained on "
+            f"(its weights or its tokenizer changed: {setup.base_hash[:12]} != "
+            f"{base['sha256'][:12]}); restore that model folder, or train again"
         )
     if with_data:
         setup.splits, _ = data.prepare(config.data, tokenizer, config.train.seed, names)
-    trainable = runs.restore_best(runs.Run(config, run), peft.split(setup.params, setup.mask))
+    # read-only: train.py may be swapping best.new in right now (it holds the run's lock)
+    like = peft.split(setup.params, setup.mask)
+    trainable = runs.restore_best(runs.Run(config, run), like, repair=False)
     return config, setup, trainable
 
 
@@ -102,6 +106,11 @@ def predict_file(run: Path, texts_file: Path, out_file: Path) -> tuple[Path, lis
     """Writes a TSV (LF line ends): text(s), predicted label name and each label's
     probability; returns it with one {"text", "label", "probabilities": {name: p}} per example.
     Only the texts file is tokenized."""
+    if Path(out_file).absolute().resolve() == Path(texts_file).absolute().resolve():
+        raise ValueError(
+            f"--out {out_file} is the --predict file itself; choose another file for the "
+            "predictions"
+        )
     fields = tuple(runs.load_config(run).data.text_fields)
     examples = read_texts(texts_file, fields)  # bad input fails before the model loads
     config, setup, trainable = load_run(run, with_data=False)
@@ -113,12 +122,14 @@ def predict_file(run: Path, texts_file: Path, out_file: Path) -> tuple[Path, lis
     logits = _logits(config, setup, trainable, dataset, desc="predict")
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
     names = setup.label_names
-    if distributed.is_primary():  # process 0 alone writes the file
-        with open(out_file, "w", newline="") as f:
+    if distributed.is_primary():  # process 0 alone writes the file, whole or not at all
+        tmp = Path(f"{out_file}.tmp")
+        with open(tmp, "w", newline="") as f:
             writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
             writer.writerow([*fields, "label", *(f"p_{n}" for n in names)])
             for example, p in zip(examples, probs, strict=True):
                 writer.writerow([*example, names[int(p.argmax())], *(f"{x:.6f}" for x in p)])
+        tmp.replace(out_file)
     predictions = [
         dict(
             text=" | ".join(e),

@@ -71,7 +71,9 @@ def _train_new(members: list[runs.Run], overwrite: bool, max_members: int | None
     setups = groups.shared_setups(members)
     check_accumulation(members[0].config, setups[0].splits["train"])
     for m, setup in zip(members, setups, strict=True):
-        base = dict(model=m.config.model, sha256=setup.base_hash)
+        # sha256: frozen weights and tokenizer; weights_sha256: the weights alone (what runs
+        # written before the tokenizer joined the fingerprint recorded)
+        base = dict(model=m.config.model, sha256=setup.base_hash, weights_sha256=setup.weights_hash)
         runs.start(m, setup.label_names, base, overwrite)
     distributed.barrier("started")  # process 0 wrote (or emptied) the folders
     # Seeds only initialise trainable parts (head, LoRA, adapters); a base checkpoint lacking
