@@ -9,7 +9,7 @@ import jax
 import peft
 
 PEFT_METHODS = ("full", "head", "bitfit", "lora", "dora", "ia3", "adapter")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
 SCHEDULES = ("linear", "constant", "cosine")
 # Metrics where higher is better (the best checkpoint is the highest); mse is not one.
 SELECT_METRICS = ("accuracy", "f1", "macro_f1", "micro_f1", "mcc", "pearson", "spearman")
