@@ -13,6 +13,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 FLOAT32 = jnp.float32
@@ -80,9 +81,36 @@ def _einsum(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
     return _einsum_fwd(spec, a, b, dtype)[0]
 
 
+def _matmul_einsum(a_spec: str, b_spec: str, out_spec: str, a, b) -> jax.Array:
+    """einsum of a and b as one batched matmul [B, M, K] x [B, K, N] -> [B, M, N] float32 on
+    operands transposed (and reshaped) to that layout first. XLA's CPU runtime rejects some
+    bfloat16 x bfloat16 -> float32 dots whose operands or result it leaves in another layout
+    ("Unsupported element type for DotThunk::Execute", jax 0.10.2); this form always runs."""
+    batch = [c for c in out_spec if c in a_spec and c in b_spec]
+    contract = [c for c in a_spec if c in b_spec and c not in out_spec]
+    a_free = [c for c in a_spec if c not in batch and c not in contract]
+    b_free = [c for c in b_spec if c not in batch and c not in contract]
+    size = dict(zip(a_spec, a.shape, strict=True)) | dict(zip(b_spec, b.shape, strict=True))
+
+    def as_3d(x, spec: str, order: list[list[str]]) -> jax.Array:
+        x = jnp.transpose(x, [spec.index(c) for group in order for c in group])
+        return x.reshape([int(np.prod([size[c] for c in group])) for group in order])
+
+    out = lax.dot_general(
+        as_3d(a, a_spec, [batch, a_free, contract]),
+        as_3d(b, b_spec, [batch, contract, b_free]),
+        (((2,), (1,)), ((0,), (0,))),
+        preferred_element_type=FLOAT32,
+    )
+    order = batch + a_free + b_free
+    out = out.reshape([size[c] for c in order])
+    return jnp.transpose(out, [order.index(c) for c in out_spec])
+
+
 def _einsum_fwd(spec, a, b, dtype):
     a_low, b_low = a.astype(dtype), b.astype(dtype)
-    out = jnp.einsum(spec, a_low, b_low, preferred_element_type=FLOAT32)
+    (a_spec, b_spec), out_spec = spec.split("->")[0].split(","), spec.split("->")[1]
+    out = _matmul_einsum(a_spec, b_spec, out_spec, a_low, b_low)
     dtypes = (jnp.zeros((0,), a.dtype), jnp.zeros((0,), b.dtype))
     return out, (a_low, b_low, dtypes)
 
@@ -92,8 +120,8 @@ def _einsum_bwd(spec, dtype, residuals, grad):
     inputs, out = spec.split("->")
     a_spec, b_spec = inputs.split(",")
     grad_low = grad.astype(dtype)
-    d_a = jnp.einsum(f"{out},{b_spec}->{a_spec}", grad_low, b_low, preferred_element_type=FLOAT32)
-    d_b = jnp.einsum(f"{a_spec},{out}->{b_spec}", a_low, grad_low, preferred_element_type=FLOAT32)
+    d_a = _matmul_einsum(out, b_spec, a_spec, grad_low, b_low)
+    d_b = _matmul_einsum(a_spec, out, b_spec, a_low, grad_low)
     return d_a.astype(a_dtype.dtype), d_b.astype(b_dtype.dtype)
 
 
