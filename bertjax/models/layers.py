@@ -58,7 +58,7 @@ class Block(nn.Module):
 
     config: ModelConfig
     peft: AdapterConfig | None = None
-    dtype: jnp.dtype = jnp.float32
+    dtype: jnp.dtype = jnp.float32  # of the matmuls' operands (`linear`, `precision.einsum`)
     deterministic: bool = True
     remat: bool | str = False  # activation checkpointing per encoder layer (REMAT_POLICIES)
 
