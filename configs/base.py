@@ -14,11 +14,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = "bert-base-uncased"  # local folder or hub id
     config.num_labels = placeholder(int)  # None: from the data's labels
     config.workdir = placeholder(str)  # run folder; None: runs/<name>
-    # Matmul dtype: float32 | bfloat16 (bf16 operands, f32 results; activations, LayerNorm,
-    # softmax, loss, trainable weights and AdamW stay f32) | auto (bf16 where the hardware has
-    # native bf16 matmuls). float32 stays the default until the 5-seed accuracy check of issue
-    # #25 is done (bench/RESULTS.md, Session 10).
-    config.dtype = "float32"
+    # bfloat16: bf16 matmul operands, f32 results; activations, LayerNorm, softmax, loss,
+    # trainable weights and AdamW stay f32. float32 stays the default until issue #25's
+    # 5-seed accuracy check is done (bench/RESULTS.md, Session 10).
+    config.dtype = "float32"  # matmul dtype: float32 | bfloat16 | auto (bf16 on native bf16 hw)
 
     config.data = data = ml_collections.ConfigDict()
     data.name = placeholder(str)  # hub dataset, e.g. "glue" (with subset "sst2"), "imdb"
