@@ -5,7 +5,8 @@
 
 Prints a metrics table and, as the last line, the metrics as one JSON object. --predict
 reads one text per line (a tab between the two texts of a pair), prints each line's label
-name and every label's probability, and writes them to a TSV.
+name and every label's probability, and writes them to a TSV in the run folder (never into
+the texts' folder unless --out says so).
 """
 
 import json
@@ -21,7 +22,7 @@ _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"], "Split
 _DATA_PATH = flags.DEFINE_string("data.path", None, "Local data folder instead of the run's.")
 _PREDICT = flags.DEFINE_string("predict", None, "Text file to predict labels for.")
 _OUT = flags.DEFINE_string(
-    "out", None, "Predictions TSV (default: <predict file>.predictions.tsv)."
+    "out", None, "Predictions TSV (default: <ckpt>/<predict file name>.predictions.tsv)."
 )
 
 
@@ -32,7 +33,7 @@ def main(argv):
     try:
         distributed.maybe_initialize()
         if _PREDICT.value:
-            out = _OUT.value or f"{_PREDICT.value}.predictions.tsv"
+            out = _OUT.value or inference.default_predictions_file(_CKPT.value, _PREDICT.value)
             file, predictions = inference.predict_file(_CKPT.value, _PREDICT.value, out)
             for p in predictions:
                 probs = "  ".join(f"{name} {v:.3f}" for name, v in p["probabilities"].items())

@@ -4,6 +4,9 @@
         --grid optim.lr=3e-4,1e-4,5e-5,3e-5 --grid train.batch_size=8,16,32,64,128 \
         [--seeds 1,2,3,4,5] [--vectorize] [--workdir runs/imdb_bitfit_sweep] [--config.x.y=...]
 
+A dataset config takes a method preset and rate (bertjax/studies/presets.py), e.g.
+--config configs/mrpc.py:method=lora_q_r4,lr=5e-3; the studies behind RESULTS.md run through
+`python -m bertjax.studies run NAME` (--dry_run prints their sweep.py commands).
 Without --grid: the BERT miniatures' grid (lr 3e-4, 1e-4, 5e-5, 3e-5 × batch size 8, 16, 32,
 64, 128). Each cell is a normal run folder under the sweep folder (--workdir, else
 --config.workdir, else runs/<config name>_sweep), where the report goes: sweep.md, sweep.csv,

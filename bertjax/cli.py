@@ -67,10 +67,11 @@ def _load_config(path: str | None):
         from configs import base
 
         return base.get_config()
-    spec = importlib.util.spec_from_file_location("bertjax_cli_config", path.split(":")[0])
+    file, sep, arg = path.partition(":")  # big_vision's configs/x.py:arg, as config_flags
+    spec = importlib.util.spec_from_file_location("bertjax_cli_config", file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config(arg) if sep else module.get_config()
 
 
 def unknown_field(config, name: str) -> str | None:

@@ -10,20 +10,10 @@ Expected: typically about 0.65-0.70 test macro-F1 for SciBERT (Beltagy et al., 2
 with 1,688 training examples and rare classes the spread across seeds is several points.
 """
 
-from configs import base
+from configs import acl_arc
 
 
 def get_config():
-    config = base.get_config()
+    config = acl_arc.get_config("method=full")
     config.name = "acl_arc_scibert_full"
-    config.model = "allenai/scibert_scivocab_uncased"
-    config.data.path = "../shared/data/acl_arc"  # relative to the repository root
-    config.data.text_fields = ("text",)
-    config.data.splits.validation = "dev"
-    config.data.splits.test = "test"
-    config.peft.method = "full"
-    config.optim.lr = 2e-5
-    config.train.epochs = 3
-    config.train.batch_size = 32
-    config.train.select_metric = "macro_f1"  # classes are imbalanced
     return config

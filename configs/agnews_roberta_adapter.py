@@ -9,20 +9,10 @@ Expected: not measured here (no roberta-base weights offline); Houlsby adapters 
 within about half a point of full fine-tuning's ~0.94-0.95 test accuracy.
 """
 
-from configs import base
+from configs import agnews
 
 
 def get_config():
-    config = base.get_config()
+    config = agnews.get_config("method=houlsby16")
     config.name = "agnews_roberta_adapter"
-    config.model = "roberta-base"
-    config.data.name = "ag_news"
-    config.data.text_fields = ("text",)
-    config.data.validation_fraction = 0.05  # 6,000 examples: plenty to pick a checkpoint
-    config.data.splits.test = "test"
-    config.peft.method = "adapter"
-    config.peft.adapter.kind = "houlsby"
-    config.peft.adapter.reduction_factor = 16
-    config.optim.lr = 5e-4  # adapters are usually trained at 1e-4..1e-3
-    config.train.select_metric = "accuracy"
     return config

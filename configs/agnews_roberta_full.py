@@ -12,20 +12,10 @@ Validation is a seeded 5% carve-out of the 120,000 training articles.
 Expected: typically about 0.94-0.95 test accuracy for roberta-base.
 """
 
-from configs import base
+from configs import agnews
 
 
 def get_config():
-    config = base.get_config()
+    config = agnews.get_config("method=full")
     config.name = "agnews_roberta_full"
-    config.model = "roberta-base"
-    config.data.name = "ag_news"
-    config.data.text_fields = ("text",)
-    config.data.validation_fraction = 0.05  # 6,000 examples: plenty to pick a checkpoint
-    config.data.splits.test = "test"
-    config.peft.method = "full"
-    config.optim.lr = 2e-5
-    config.train.epochs = 3
-    config.train.batch_size = 32
-    config.train.select_metric = "accuracy"
     return config

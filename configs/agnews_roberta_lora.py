@@ -9,20 +9,10 @@ Expected: not measured here (no roberta-base weights offline); LoRA at this size
 within about half a point of full fine-tuning's ~0.94-0.95 test accuracy.
 """
 
-from configs import base
+from configs import agnews
 
 
 def get_config():
-    config = base.get_config()
+    config = agnews.get_config("method=lora")
     config.name = "agnews_roberta_lora"
-    config.model = "roberta-base"
-    config.data.name = "ag_news"
-    config.data.text_fields = ("text",)
-    config.data.validation_fraction = 0.05  # 6,000 examples: plenty to pick a checkpoint
-    config.data.splits.test = "test"
-    config.peft.method = "lora"
-    config.peft.lora.rank, config.peft.lora.alpha = 8, 16.0
-    config.peft.lora.targets = ("query", "value")
-    config.optim.lr = 5e-4
-    config.train.select_metric = "accuracy"
     return config

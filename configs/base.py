@@ -12,6 +12,9 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.name = "base"  # run name; the default workdir is runs/<name>
     config.model = "bert-base-uncased"  # local folder or hub id
+    # keep only these encoder layers of `model`, renumbered 0..n-1 (0,2,4: a 3-layer student
+    # that starts pretrained, DistilBERT's initialisation); None: every layer
+    config.model_layers = placeholder(tuple)  # keep these layers of `model` (e.g. 0,2,4); None: all
     config.num_labels = placeholder(int)  # None: from the data's labels
     config.workdir = placeholder(str)  # run folder; None: runs/<name>
     # bfloat16: bf16 matmul operands, f32 results; activations, LayerNorm, softmax, loss,
@@ -25,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.path = placeholder(str)  # or a local folder with {train,dev,test}.{tsv,csv,jsonl,…}
     data.text_fields = ("sentence",)  # one text column, or two for a sentence pair
     data.label_field = "label"  # label column: strings, integer class ids or floats
-    data.labels = placeholder(tuple)  # class names in id order (a,b,c); None: train's labels
+    data.labels = placeholder(tuple)  # class names in id order (negative,positive); None: train
     data.splits = splits = ml_collections.ConfigDict()
     splits.train = "train"  # file/split name of the training data
     splits.validation = "validation"  # picks the best checkpoint ("dev" files match too)
@@ -81,6 +84,15 @@ def get_config() -> ml_collections.ConfigDict:
     t.remat = FieldReference(  # activation checkpointing per layer: False | True | policy name
         False, field_type=object
     )
+
+    # Knowledge distillation: the loss is alpha · CE(labels) + (1 − alpha) · T² ·
+    # KL(softmax(teacher / T) ‖ softmax(student / T)) (regression: squared error to the
+    # teacher); the teacher's logits are computed once and cached in the run folder.
+    config.distill = d = ml_collections.ConfigDict()
+    d.teacher = placeholder(str)  # finished run folder, merged export or HF classifier; None: off
+    d.temperature = 2.0  # T, > 0: higher softens both distributions (the T² keeps the scale)
+    d.alpha = 0.5  # weight of the hard-label loss, in [0, 1]; 0: the teacher's targets only
+    d.transfer = placeholder(str)  # texts the teacher labels (file or data folder); None: train's
 
     config.log = log = ml_collections.ConfigDict()
     log.tensorboard = True  # TensorBoard event files in the run folder (tensorboard --logdir)

@@ -9,21 +9,11 @@ Expected: no published BitFit figure for BERT-tiny; a model this small has few b
 tune, so expect test accuracy typically several points below imdb_full (~0.85-0.88).
 """
 
-from configs import base
+from configs import imdb
 
 
 def get_config():
-    config = base.get_config()
+    config = imdb.get_config("method=bitfit")
     config.name = "imdb_bitfit"
-    config.model = "google/bert_uncased_L-2_H-128_A-2"
-    config.data.name = "imdb"
-    config.data.text_fields = ("text",)
-    config.data.validation_fraction = 0.1
-    config.data.splits.test = "test"
-    config.data.max_length = 256
-    config.peft.method = "bitfit"
-    config.optim.lr = 1e-3  # the BitFit paper searched 1e-4..1e-3
-    config.optim.weight_decay = 0.0
-    config.train.epochs = 4
-    config.train.batch_size = 32
+    config.optim.weight_decay = 0.0  # BitFit's recipe
     return config

@@ -8,18 +8,11 @@ Expected: typically about 0.87-0.90 dev F1 for bert-base, near full fine-tuning
 (Ben Zaken et al., 2022); the spread across seeds is a point or more.
 """
 
-from configs import base
+from configs import mrpc
 
 
 def get_config():
-    config = base.get_config()
+    config = mrpc.get_config("method=bitfit")
     config.name = "mrpc_bitfit"
-    config.model = "bert-base-uncased"
-    config.data.name, config.data.subset = "glue", "mrpc"
-    config.data.text_fields = ("sentence1", "sentence2")
-    config.data.splits.validation = "validation"
-    config.peft.method = "bitfit"
-    config.optim.lr = 1e-3  # the BitFit paper searched 1e-4..1e-3
-    config.optim.weight_decay = 0.0
-    config.train.select_metric = "f1"
+    config.optim.weight_decay = 0.0  # BitFit's recipe
     return config

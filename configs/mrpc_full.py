@@ -8,19 +8,10 @@ Expected: typically about 0.88-0.90 dev F1 for bert-base; with 3,668 training pa
 across seeds is a point or more.
 """
 
-from configs import base
+from configs import mrpc
 
 
 def get_config():
-    config = base.get_config()
+    config = mrpc.get_config("method=full")
     config.name = "mrpc_full"
-    config.model = "bert-base-uncased"
-    config.data.name, config.data.subset = "glue", "mrpc"
-    config.data.text_fields = ("sentence1", "sentence2")
-    config.data.splits.validation = "validation"
-    config.peft.method = "full"
-    config.optim.lr = 2e-5
-    config.train.epochs = 3
-    config.train.batch_size = 32
-    config.train.select_metric = "f1"
     return config

@@ -8,19 +8,10 @@ Expected: typically about 0.87-0.90 dev F1 for bert-base, near full fine-tuning;
 across seeds is a point or more.
 """
 
-from configs import base
+from configs import mrpc
 
 
 def get_config():
-    config = base.get_config()
+    config = mrpc.get_config("method=lora")
     config.name = "mrpc_lora"
-    config.model = "bert-base-uncased"
-    config.data.name, config.data.subset = "glue", "mrpc"
-    config.data.text_fields = ("sentence1", "sentence2")
-    config.data.splits.validation = "validation"
-    config.peft.method = "lora"
-    config.peft.lora.rank, config.peft.lora.alpha = 8, 16.0
-    config.peft.lora.targets = ("query", "value")
-    config.optim.lr = 5e-4
-    config.train.select_metric = "f1"
     return config

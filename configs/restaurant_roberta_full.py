@@ -12,20 +12,10 @@ aspects can fall on both sides, so validation scores read slightly high).
 Expected: typically about 0.85-0.87 test accuracy and 0.78-0.81 macro-F1 for roberta-base.
 """
 
-from configs import base
+from configs import restaurants
 
 
 def get_config():
-    config = base.get_config()
+    config = restaurants.get_config("method=full")
     config.name = "restaurant_roberta_full"
-    config.model = "roberta-base"
-    config.data.path = "../shared/data/semeval14_restaurants"  # relative to the repository root
-    config.data.text_fields = ("sentence", "aspect")
-    config.data.validation_fraction = 0.1
-    config.data.splits.test = "test"
-    config.peft.method = "full"
-    config.optim.lr = 2e-5
-    config.train.epochs = 3
-    config.train.batch_size = 32
-    config.train.select_metric = "macro_f1"  # neutral and negative are the minority classes
     return config

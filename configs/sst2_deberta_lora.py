@@ -7,17 +7,12 @@ SST-2 dev accuracy for deberta-v3-base with full fine-tuning; this LoRA run's nu
 unmeasured. The tokenizer needs sentencepiece (a dependency of bertjax).
 """
 
-from configs import base
+from configs import sst2
 
 
 def get_config():
-    config = base.get_config()
+    config = sst2.get_config("method=lora")
     config.name = "sst2_deberta_lora"
     config.model = "microsoft/deberta-v3-base"
-    config.data.name, config.data.subset = "glue", "sst2"
-    config.data.text_fields = ("sentence",)
-    config.data.splits.validation = "validation"
-    config.peft.method = "lora"
     config.peft.lora.targets = ("query_proj", "value_proj")  # DeBERTa's attention projections
-    config.optim.lr = 5e-4
     return config

@@ -6,17 +6,12 @@ Expected: not measured here (no hub access). For reference, the DistilBERT paper
 SST-2 dev accuracy with full fine-tuning; this LoRA run's number is unmeasured.
 """
 
-from configs import base
+from configs import sst2
 
 
 def get_config():
-    config = base.get_config()
+    config = sst2.get_config("method=lora")
     config.name = "sst2_distilbert_lora"
     config.model = "distilbert-base-uncased"
-    config.data.name, config.data.subset = "glue", "sst2"
-    config.data.text_fields = ("sentence",)
-    config.data.splits.validation = "validation"
-    config.peft.method = "lora"
     config.peft.lora.targets = ("q_lin", "v_lin")  # DistilBERT has no query/value layers
-    config.optim.lr = 5e-4
     return config

@@ -5,17 +5,11 @@ Expected: not measured here (no hub access). For reference, the ELECTRA paper re
 SST-2 dev accuracy for ELECTRA-base with full fine-tuning; this LoRA run's number is unmeasured.
 """
 
-from configs import base
+from configs import sst2
 
 
 def get_config():
-    config = base.get_config()
+    config = sst2.get_config("method=lora")
     config.name = "sst2_electra_lora"
     config.model = "google/electra-base-discriminator"
-    config.data.name, config.data.subset = "glue", "sst2"
-    config.data.text_fields = ("sentence",)
-    config.data.splits.validation = "validation"
-    config.peft.method = "lora"
-    config.peft.lora.targets = ("query", "value")
-    config.optim.lr = 5e-4
     return config

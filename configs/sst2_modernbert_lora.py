@@ -7,17 +7,12 @@ Expected: not measured here (no hub access). For reference, the ModernBERT paper
 unmeasured.
 """
 
-from configs import base
+from configs import sst2
 
 
 def get_config():
-    config = base.get_config()
+    config = sst2.get_config("method=lora")
     config.name = "sst2_modernbert_lora"
     config.model = "answerdotai/ModernBERT-base"
-    config.data.name, config.data.subset = "glue", "sst2"
-    config.data.text_fields = ("sentence",)
-    config.data.splits.validation = "validation"
-    config.peft.method = "lora"
     config.peft.lora.targets = ("Wqkv",)  # fused query/key/value
-    config.optim.lr = 5e-4
     return config

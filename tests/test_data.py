@@ -227,12 +227,50 @@ def _write_tsv(folder: Path, split: str, text: str) -> None:
     (folder / f"{split}.tsv").write_text(text)
 
 
-def test_missing_file_error_names_folder_and_candidates(tmp_path):
-    _write_tsv(tmp_path, "train", "sentence\tlabel\na\t0\n")
+def test_missing_file_error_names_folder_candidates_and_fix(tmp_path):
+    _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t0\n")
     with pytest.raises(
-        FileNotFoundError, match=rf"no 'dev' data file in {tmp_path}: looked for dev\."
+        FileNotFoundError,
+        match=rf"^no 'train' data file in {tmp_path}: looked for train\.\{{tsv,csv,jsonl,json,"
+        r"parquet\}\[\.gz\]; name the labelled file train\.csv .*--config\.data\.path=FILE$",
     ):
         data.load_splits(make_cfg(path=str(tmp_path)), 0)
+    with pytest.raises(FileNotFoundError, match=r"data.path .*/nowhere does not exist; pass a"):
+        data.load_splits(make_cfg(path=str(tmp_path / "nowhere")), 0)
+
+
+def _labelled_rows(n: int) -> str:
+    """A CSV of n rows 'text i,i % 2' under a header."""
+    return "sentence,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(n))
+
+
+def test_one_labelled_file_carves_a_seeded_validation_split(tmp_path, caplog):
+    file = tmp_path / "mine.csv"
+    file.write_text(_labelled_rows(50))
+    caplog.set_level("INFO", logger="bertjax")
+    splits = data.load_splits(make_cfg(path=str(file)), seed=3)
+    assert sorted(splits) == ["train", "validation"]  # no test split, no error
+    # DEFAULT_VALIDATION_FRACTION 0.1 of 50 rows: 5 carved, 45 left, disjoint and complete
+    assert (len(splits["train"]), len(splits["validation"])) == (45, 5)
+    texts = set(splits["train"]["sentence"]) | set(splits["validation"]["sentence"])
+    assert texts == {f"text {i}" for i in range(50)}
+    assert "validation = 5 examples carved from train (fraction 0.1, seed 3), train keeps 45" in (
+        caplog.text
+    )
+    again = data.load_splits(make_cfg(path=str(file)), seed=3)["validation"]["sentence"]
+    assert again == splits["validation"]["sentence"]  # seeded
+    other = data.load_splits(make_cfg(path=str(file)), seed=4)["validation"]["sentence"]
+    assert other != splits["validation"]["sentence"]
+    cfg = make_cfg(path=str(file), validation_fraction=0.2)
+    assert len(data.load_splits(cfg, seed=3)["validation"]) == 10
+
+
+def test_a_folder_with_only_train_runs_without_validation_or_test_files(tmp_path, caplog):
+    (tmp_path / "train.csv").write_text(_labelled_rows(20))
+    caplog.set_level("INFO", logger="bertjax")
+    splits = data.load_splits(make_cfg(path=str(tmp_path)), seed=0)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 18, "validation": 2}
+    assert "no 'test' data file" in caplog.text and "no test split" in caplog.text
 
 
 def test_missing_field_errors_name_columns_found(tmp_path):
@@ -536,8 +574,19 @@ def test_integer_data_labels_and_subsets_do_not_drop_classes(tmp_path):
     assert names == ["1", "3"] and splits["validation"]["label"] == [1]
     cfg = _split_cfg(tmp_path, labels=("3,2", "1"))  # --config.data.labels=3,2,1 is ("3,2,1",)
     assert data.label_names(data.load_splits(cfg, 0), cfg) == ["1", "2", "3"]
-    with pytest.raises(ValueError, match=r"data.labels=\('pos', 'neg'\): the 'label' column"):
-        data.label_names(data.load_splits(cfg, 0), _split_cfg(tmp_path, labels=("pos", "neg")))
+
+
+def test_data_labels_name_integer_classes(tmp_path):
+    """--config.data.labels=negative,positive names the ids 0 and 1 of an integer column."""
+    _write_tsv(tmp_path, "train", "sentence\tlabel\na\t1\nb\t0\nc\t1\n")
+    _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t0\nb\t1\n")
+    cfg = _split_cfg(tmp_path, labels=("negative,positive",))
+    splits, names = data.prepare(cfg, _WhitespaceTokenizer(), seed=0)
+    assert names == ["negative", "positive"]  # as given, not sorted
+    assert splits["train"]["label"] == [1, 0, 1] and splits["validation"]["label"] == [0, 1]
+    _write_tsv(tmp_path, "dev", "sentence\tlabel\na\t2\n")  # no name for id 2
+    with pytest.raises(ValueError, match=r"validation split row 0: label 2 is not a class"):
+        data.prepare(cfg, _WhitespaceTokenizer(), seed=0)
 
 
 class _WhitespaceTokenizer:

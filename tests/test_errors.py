@@ -299,7 +299,8 @@ def test_predict_prints_label_names_and_needs_no_data(trained, tmp_path):
     assert out.returncode == 0, out.stderr  # the run's data folder is gone: not loaded
     assert "newly initialised" not in out.stderr
     printed = out.stdout.splitlines()
-    assert len(printed) == 3 and printed[-1] == f"wrote {texts}.predictions.tsv"
+    # written in the run folder, never into the texts' folder
+    assert len(printed) == 3 and printed[-1] == f"wrote {run}/texts.txt.predictions.tsv"
     names = json.loads((run / "labels.json").read_text())
     for line, text in zip(printed, ["a good sentence", "something bad"], strict=False):
         label, probs, shown = line.split("\t")
@@ -307,7 +308,8 @@ def test_predict_prints_label_names_and_needs_no_data(trained, tmp_path):
         pairs = probs.split("  ")
         assert [p.split()[0] for p in pairs] == names
         assert abs(sum(float(p.split()[1]) for p in pairs) - 1) < 2e-3
-    raw = (tmp_path / "texts.txt.predictions.tsv").read_bytes()
+    assert not (tmp_path / "texts.txt.predictions.tsv").exists()
+    raw = (run / "texts.txt.predictions.tsv").read_bytes()
     assert b"\r" not in raw and raw.count(b"\n") == 3
 
 

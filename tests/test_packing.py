@@ -8,6 +8,7 @@ tensor, so packed and unpacked rows see different (equally distributed) dropout 
 import datasets
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -15,13 +16,116 @@ import peft
 from bertjax.data import batching, packing
 from bertjax.hub.pretrained import from_pretrained
 from bertjax.train import evaluate, steps
+from bertjax.train.optim import make_optimizer
+from bertjax.train.steps import init_state
 
 FIXTURES = ["tiny_bert_dir", "tiny_roberta_dir", "tiny_distilbert_dir", "tiny_electra_dir"]
 PEFT = {
     "full": None,
-    "lora": peft.LoraConfig(4, 8.0, 0.0, ".*/(query|value|q_lin|v_lin)"),
+    "lora": peft.LoraConfig(4, 8.0, 0.0, ".*/(query|value|q_lin|v_lin|query_proj|value_proj|Wqkv)"),
     "adapter": peft.AdapterConfig("houlsby", 4, "gelu"),
 }
+# Tiny random DeBERTa-v2/v3 and ModernBERT (transformers config fields), dropout off so the
+# train step's loss compares with the unpacked one. Rows of up to 128 tokens hold examples of
+# up to 30, so every position-dependent part must restart per example to match.
+TINY_RELATIVE = dict(vocab_size=99, hidden_size=32, num_attention_heads=4, initializer_range=0.2)
+DEBERTA = dict(
+    **TINY_RELATIVE,
+    num_hidden_layers=2,
+    intermediate_size=37,
+    max_position_embeddings=128,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    relative_attention=True,
+    norm_rel_ebd="layer_norm",
+)
+FAMILY_CONFIGS = {
+    # deberta-v3-base's options: relative positions only, in log buckets past distance 4.
+    "deberta_v3": dict(
+        DEBERTA,
+        type_vocab_size=0,
+        position_biased_input=False,
+        pos_att_type=["p2c", "c2p"],
+        position_buckets=8,
+        max_relative_positions=20,
+        share_att_key=True,
+    ),
+    # deberta-v2-xlarge's: absolute positions too, token types, the conv beside layer 0,
+    # distances clipped at 6, embeddings narrower than hidden.
+    "deberta_v2": dict(
+        DEBERTA,
+        type_vocab_size=2,
+        position_biased_input=True,
+        pos_att_type=["p2c", "c2p"],
+        max_relative_positions=6,
+        conv_kernel_size=3,
+        conv_act="gelu",
+        embedding_size=24,
+    ),
+    # ModernBERT-base's options: rotary, a local window of 2 each side, [CLS] pooling.
+    "modernbert_cls": dict(
+        TINY_RELATIVE,
+        num_hidden_layers=3,
+        intermediate_size=48,
+        global_attn_every_n_layers=3,
+        local_attention=4,
+        global_rope_theta=1000.0,
+        local_rope_theta=50.0,
+        pad_token_id=0,
+        classifier_pooling="cls",
+    ),
+    # mean pooling (over each example's own tokens), every bias on, global every 2 layers.
+    "modernbert_mean": dict(
+        TINY_RELATIVE,
+        num_hidden_layers=3,
+        intermediate_size=48,
+        global_attn_every_n_layers=2,
+        local_attention=4,
+        pad_token_id=0,
+        classifier_pooling="mean",
+        norm_bias=True,
+        attention_bias=True,
+        mlp_bias=True,
+        classifier_bias=True,
+    ),
+}
+
+
+def _save_family(name: str, tmp_path_factory):
+    """A tiny random DeBERTa or ModernBERT classifier (3 labels) saved by transformers."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, DebertaV2Config, ModernBertConfig
+
+    kind = DebertaV2Config if name.startswith("deberta") else ModernBertConfig
+    torch.manual_seed(0)
+    config = kind(**FAMILY_CONFIGS[name], num_labels=3)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    folder = tmp_path_factory.mktemp(name)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_deberta_v3_dir(tmp_path_factory):
+    return _save_family("deberta_v3", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tiny_deberta_v2_dir(tmp_path_factory):
+    return _save_family("deberta_v2", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tiny_modernbert_cls_dir(tmp_path_factory):
+    return _save_family("modernbert_cls", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tiny_modernbert_mean_dir(tmp_path_factory):
+    return _save_family("modernbert_mean", tmp_path_factory)
+
+
+RELATIVE = [f"tiny_{name}_dir" for name in FAMILY_CONFIGS]
 
 
 def _dataset(num: int, pad_id: int, seed: int = 0, longest: int = 30) -> datasets.Dataset:
@@ -74,6 +178,12 @@ def _unpacked(model, params, dataset, pad_id: int) -> np.ndarray:
 # Every PEFT method on BERT and RoBERTa; LoRA on the other families (their own attention and
 # heads; PEFT acts on tokens alike whatever the family).
 CASES = [(f, m) for f in FIXTURES[:2] for m in PEFT] + [(f, "lora") for f in FIXTURES[2:]]
+# DeBERTa and ModernBERT (issue #25): relative / rotary positions, windows, conv and pooling
+# per example; full fine-tuning on each option set, LoRA and adapters on one of each family.
+CASES += [(f, "full") for f in RELATIVE]
+CASES += [
+    (f, m) for f in ("tiny_deberta_v2_dir", "tiny_modernbert_cls_dir") for m in PEFT if m != "full"
+]
 
 
 @pytest.mark.parametrize(("fixture", "method"), CASES)
@@ -123,6 +233,53 @@ def test_packed_loss_and_gradients_equal_unpacked(request, fixture, method):
     assert abs(float(loss) - float(plain_loss)) < 1e-6
     for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(plain_grads), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-4)
+
+
+def _plain_loss_and_grads(model, params, mask, batch):
+    """Reference: the loss of the plain call (input_ids, attention_mask, token_type_ids, no
+    packed inputs) on one example per row, and its gradients."""
+    trainable, frozen = peft.partition(params, mask)
+    args = [jnp.asarray(batch[k]) for k in ("input_ids", "attention_mask", "token_type_ids")]
+
+    def objective(trainable):
+        logits = model.apply({"params": peft.combine(frozen, trainable)}, *args).logits
+        return steps.loss_fn(logits, jnp.asarray(batch["labels"]), jnp.asarray(batch["weights"]))
+
+    return jax.value_and_grad(objective)(trainable)
+
+
+@pytest.mark.parametrize("fixture", RELATIVE)
+def test_packed_train_steps_of_relative_families(request, fixture):
+    """DeBERTa and ModernBERT (no dropout): a packed batch's loss and gradients equal the
+    plain unpacked call's, and the real train step (make_train_step) runs on packed rows:
+    step 0's loss is that same loss and three steps on the batch lower it."""
+    model, params = _model(request, fixture, "full")
+    mask = peft.trainable_mask(params, "full")
+    dataset = _dataset(40, 0, seed=3)
+    cols = batching._columns(dataset)
+    packed = next(packing.train_batches(cols, 16, seed=0, epoch=1, pad_id=0))
+    index = packed["index"][packed["weights"] > 0]
+    assert len(index) == 16 and packed["segment_ids"].max() > 1
+    plain = batching.pad_batch(cols, index, 32, 16, 0)
+    loss, grads = _loss_and_grads(model, params, mask, packed)
+    plain_loss, plain_grads = _plain_loss_and_grads(model, params, mask, plain)
+    assert abs(float(loss) - float(plain_loss)) < 1e-6
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(plain_grads), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-4)
+
+    optim = dict(lr=1e-3, weight_decay=0.0, warmup_ratio=0.0, schedule="constant")
+    optimizer = make_optimizer(
+        ml_collections.ConfigDict(dict(optim, grad_clip=1.0, accumulate=1)), 3
+    )
+    state = init_state(params, mask, optimizer)
+    step = steps.make_train_step(model, optimizer)
+    one_run = {k: jnp.asarray(v)[None] for k, v in packed.items()}  # a group of K = 1
+    losses = []
+    for _ in range(3):
+        state, metrics = step(state, one_run, jax.random.key(0)[None])
+        losses.append(float(metrics["loss"][0]))
+    assert abs(losses[0] - float(plain_loss)) < 1e-5
+    assert losses[2] < losses[1] < losses[0], losses
 
 
 def test_eval_metrics_identical(request):

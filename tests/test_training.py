@@ -266,7 +266,9 @@ def test_eval_cli_metrics_and_predict(tmp_path, tiny_bert_vocab_dir, shared_data
     texts.write_text("He ate.\tHe had eaten.\nA cat sat on the mat.\tStocks fell sharply.\n")
     out = _cli("eval.py", "--ckpt", str(tmp_path / "run"), "--predict", str(texts))
     assert out.returncode == 0, out.stderr
-    lines = (tmp_path / "pairs.txt.predictions.tsv").read_text().splitlines()
+    # written in the run folder, not beside the texts
+    assert not (tmp_path / "pairs.txt.predictions.tsv").exists()
+    lines = (tmp_path / "run" / "pairs.txt.predictions.tsv").read_text().splitlines()
     assert lines[0].split("\t") == ["sentence1", "sentence2", "label", "p_0", "p_1"]
     for line in lines[1:]:
         *_, label, p0, p1 = line.split("\t")

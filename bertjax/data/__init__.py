@@ -1,5 +1,6 @@
 """Splits from the hub or local files (bertjax.data.files), label encoding and tokenization."""
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ import numpy as np
 from bertjax.data.files import aliases, find_file, read_file
 
 NO_LABEL = -1  # label of unlabelled examples (GLUE test sets on the hub use it too)
+DEFAULT_VALIDATION_FRACTION = 0.1  # share of train carved out when there is no validation file
+log = logging.getLogger("bertjax")
 
 
 def dataset_name(data_cfg: Any) -> str:
@@ -19,13 +22,52 @@ def dataset_name(data_cfg: Any) -> str:
     return "/".join(x for x in (data_cfg.get("name"), data_cfg.get("subset")) if x)
 
 
-def _local_file(folder: Path, key: str, name: str) -> Path:
+def _local_file(folder: Path, key: str, name: str) -> Path | None:
+    """The split's file in folder; None (logged) for a missing validation file (carved from
+    train instead) or test file (no test split); a missing train file is an error."""
     try:
         return find_file(folder, name)
     except FileNotFoundError as err:
-        if key != "test":
-            raise
-        raise FileNotFoundError(f"{err} (no test set? pass --config.data.splits.test=)") from None
+        if key == "train":
+            raise FileNotFoundError(
+                f"{err}; name the labelled file train.csv (or .tsv, .jsonl, .json, .parquet), "
+                "or pass the file itself: --config.data.path=FILE"
+            ) from None
+        log.info("data: %s: %s", err, "no test split" if key == "test" else "carving validation")
+        return None
+
+
+def _local_splits(data_cfg: Any, wanted: dict[str, str]) -> dict[str, datasets.Dataset]:
+    """Splits from `data.path`: a folder of split files, or one labelled file (train only)."""
+    path = Path(data_cfg.path)
+    if path.is_file():
+        return {"train": read_file(path, data_cfg.label_field)}
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"data.path {path} does not exist; pass a folder holding train.csv (or .tsv, "
+            ".jsonl, .json, .parquet), or one labelled file"
+        )
+    files = {key: _local_file(path, key, name) for key, name in wanted.items()}
+    return {
+        key: read_file(file, data_cfg.label_field, key == "test")
+        for key, file in files.items()
+        if file is not None
+    }
+
+
+def _carve_validation(
+    splits: dict[str, datasets.Dataset], fraction: float, seed: int
+) -> dict[str, datasets.Dataset]:
+    """Validation = a seeded `fraction` of train (logged with the sizes and the seed)."""
+    parts = splits["train"].train_test_split(test_size=fraction, seed=seed)
+    log.info(
+        "data: validation = %d examples carved from train (fraction %g, seed %d), train keeps %d",
+        len(parts["test"]),
+        fraction,
+        seed,
+        len(parts["train"]),
+    )
+    return {**splits, "train": parts["train"], "validation": parts["test"]}
 
 
 def _hub_split(hub: datasets.DatasetDict, split: str, what: str) -> datasets.Dataset:
@@ -50,19 +92,25 @@ def _check_columns(splits: dict[str, datasets.Dataset], data_cfg: Any) -> None:
         columns = dataset.column_names
         for field in data_cfg.text_fields:
             if field not in columns:
-                raise ValueError(f"{split} split has no text field {field!r}; columns: {columns}")
+                raise ValueError(
+                    f"{split} split has no text field {field!r}; columns: {columns}; "
+                    "name yours with --config.data.text_fields=COLUMN (two for a pair)"
+                )
         if split != "test" and data_cfg.label_field not in columns:
             raise ValueError(
-                f"{split} split has no label field {data_cfg.label_field!r}; columns: {columns}"
+                f"{split} split has no label field {data_cfg.label_field!r}; columns: "
+                f"{columns}; name yours with --config.data.label_field=COLUMN"
             )
 
 
 def read_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
     """Whole splits {"train", "validation"[, "test"]} from `data.path` or the hub.
 
-    With `data.validation_fraction` set, validation is a seeded carve-out of train (the
-    dataset's own validation split, if any, is not loaded). A test split is loaded when
-    `data.splits.test` is set, and may lack labels.
+    `data.path` is a folder of split files or one labelled file. With
+    `data.validation_fraction` set, or no validation file (one file, a folder with only
+    train), validation is a seeded carve-out of train (DEFAULT_VALIDATION_FRACTION unless
+    set). A test split is loaded when `data.splits.test` is set and its file exists, and may
+    lack labels.
     """
     fraction = data_cfg.get("validation_fraction")
     wanted = {"train": data_cfg.splits.train}
@@ -71,18 +119,13 @@ def read_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
     if data_cfg.splits.get("test"):
         wanted["test"] = data_cfg.splits.test
     if data_cfg.get("path"):
-        folder = Path(data_cfg.path)
-        splits = {
-            key: read_file(_local_file(folder, key, name), data_cfg.label_field, key == "test")
-            for key, name in wanted.items()
-        }
+        splits = _local_splits(data_cfg, wanted)
     else:
         hub = datasets.load_dataset(data_cfg.name, data_cfg.get("subset"))
         what = "/".join(filter(None, (data_cfg.name, data_cfg.get("subset"))))
         splits = {key: _hub_split(hub, name, what) for key, name in wanted.items()}
-    if fraction:
-        parts = splits["train"].train_test_split(test_size=fraction, seed=seed)
-        splits["train"], splits["validation"] = parts["train"], parts["test"]
+    if "validation" not in splits:
+        splits = _carve_validation(splits, fraction or DEFAULT_VALIDATION_FRACTION, seed)
     _check_columns(splits, data_cfg)
     return splits
 
@@ -119,11 +162,13 @@ def label_names(
     """Class names, index = label id; their count is num_labels. Only the train split
     defines classes: a label seen only in validation/test is refused when encoding.
 
-    `data.labels` (names in id order), when set, is used as is. String labels: the sorted
-    unique train values. Integer labels: ["0", ..., str(num_labels - 1)] when `num_labels`
-    is given (config.num_labels), else ["0", ..., str(max)], or the sorted distinct values
-    when the smallest is 1 or more (AG News' 1-4 become 4 classes, not 5). Hub ClassLabel:
-    its names. Float labels (regression): one name, the label field, so num_labels == 1.
+    `data.labels` (names in id order), when set, is used as is; for integer labels it either
+    lists the class ids (sorted) or names the classes 0..n-1 (negative,positive). String
+    labels: the sorted unique train values. Integer labels: ["0", ..., str(num_labels - 1)]
+    when `num_labels` is given (config.num_labels), else ["0", ..., str(max)], or the sorted
+    distinct values when the smallest is 1 or more (AG News' 1-4 become 4 classes, not 5).
+    Hub ClassLabel: its names. Float labels (regression): one name, the label field, so
+    num_labels == 1.
     """
     field = data_cfg.label_field
     kind = _label_kind(splits["train"].features[field])
@@ -133,14 +178,9 @@ def label_names(
     if given:
         # --config.data.labels=neg,pos arrives as ("neg,pos",): commas separate names too
         names = [name.strip() for item in given for name in str(item).split(",")]
-        if kind == "int" and not all(name.lstrip("-").isdigit() for name in names):
-            raise ValueError(
-                f"data.labels={tuple(given)!r}: the {field!r} column holds integer class ids; "
-                "list those (e.g. '0', '1')"
-            )
         if len(set(names)) != len(names):
             raise ValueError(f"data.labels={tuple(given)!r} repeats a class")
-        return sorted(names, key=int) if kind == "int" else names
+        return sorted(names, key=int) if kind == "int" and _are_ids(names) else names
     if kind == "class":
         return list(splits["train"].features[field].names)
     column = splits["train"][field]
@@ -153,6 +193,11 @@ def label_names(
     if values.size and values[0] >= 1:
         return [str(v) for v in values]
     return [str(i) for i in range(int(values.max(initial=-1)) + 1)]
+
+
+def _are_ids(names: list[str]) -> bool:
+    """Whether label names are integer class ids ("1", "3"), not names of classes 0..n-1."""
+    return all(name.lstrip("-").isdigit() for name in names)
 
 
 def _is_int(value: Any) -> bool:
@@ -179,8 +224,10 @@ def _label_ids(values: list[Any], names: list[str], kind: str, split: str) -> np
         row, value = wrong[0]
         raise ValueError(f"{split} split row {row}: label {value!r} is not an integer class id")
     values = np.asarray(values, np.int64)
-    # sorted label values: a hub ClassLabel's ids are 0..n-1, plain integers are their names
-    classes = np.arange(len(names)) if kind == "class" else np.asarray(names, np.int64)
+    # sorted label values: a hub ClassLabel's ids and named integer classes are 0..n-1, plain
+    # integers are their own names
+    named = kind == "class" or not _are_ids(names)
+    classes = np.arange(len(names)) if named else np.asarray(names, np.int64)
     ids = np.searchsorted(classes, values)
     found = ids < len(classes)
     found[found] = classes[ids[found]] == values[found]

@@ -11,6 +11,9 @@ from bertjax.data import packing as packing_
 
 Batch = dict[str, np.ndarray]
 Plan = list[tuple[int, np.ndarray]]  # (padded length, example indices) per batch
+# Dataset column and batch field of a distillation teacher's logits: [examples, num_labels]
+# per batch ([rows, E, num_labels] packed), zero on padding, gathered like the labels.
+SOFT_TARGETS = "teacher_logits"
 
 
 def bucket_lengths(max_length: int) -> tuple[int, ...]:
@@ -41,6 +44,10 @@ def _columns(dataset: datasets.Dataset) -> dict[str, np.ndarray]:
     if "token_type_ids" in table.column_names:
         types = table.column("token_type_ids").combine_chunks().flatten()
         cols["token_type_ids"] = np.append(types.to_numpy(zero_copy_only=False), 0)
+    if SOFT_TARGETS in table.column_names:  # a distillation teacher's logits [n, num_labels]
+        soft = table.column(SOFT_TARGETS).combine_chunks().flatten()
+        cols[SOFT_TARGETS] = soft.to_numpy(zero_copy_only=False).astype(np.float32)
+        cols[SOFT_TARGETS] = cols[SOFT_TARGETS].reshape(len(lengths), -1)
     return cols
 
 
@@ -112,7 +119,7 @@ def pad_batch(
     label = cols["label"]
     labels = np.zeros(batch_size, np.float32 if label.dtype.kind == "f" else np.int32)
     labels[:rows] = label[index]
-    return {
+    batch = {
         "input_ids": padded(cols["input_ids"], pad_id),
         "attention_mask": attention_mask,
         "token_type_ids": padded(types, 0) if types is not None else np.zeros_like(attention_mask),
@@ -123,6 +130,11 @@ def pad_batch(
         "weights": (np.arange(batch_size) < rows).astype(np.float32),
         "index": np.concatenate([index, np.full(batch_size - rows, -1)]).astype(np.int32),
     }
+    if SOFT_TARGETS in cols:
+        soft = cols[SOFT_TARGETS]
+        batch[SOFT_TARGETS] = np.zeros((batch_size, soft.shape[1]), np.float32)
+        batch[SOFT_TARGETS][:rows] = soft[index]
+    return batch
 
 
 def num_train_batches(dataset: datasets.Dataset, batch_size: int) -> int:
@@ -221,14 +233,21 @@ def padding_stats(
 
 
 def abstract_batch(
-    batch_size: int, length: int, num_labels: int, per_row: int | None = None
+    batch_size: int,
+    length: int,
+    num_labels: int,
+    per_row: int | None = None,
+    soft_targets: bool = False,
 ) -> dict:
     """Shapes and dtypes of a training batch as train_batches makes it (for jax AOT lowering):
-    batch_size rows of `length`; packed rows hold per_row examples (None: unpacked)."""
+    batch_size rows of `length`; packed rows hold per_row examples (None: unpacked);
+    `soft_targets`: with a teacher's logits (SOFT_TARGETS), when distilling."""
     ints = jax.ShapeDtypeStruct((batch_size, length), jnp.int32)
     label_dtype = jnp.float32 if num_labels == 1 else jnp.int32
     examples = (batch_size,) if per_row is None else (batch_size, per_row)
+    soft = jax.ShapeDtypeStruct((*examples, num_labels), jnp.float32)
     return dict(
+        **({SOFT_TARGETS: soft} if soft_targets else {}),
         input_ids=ints,
         attention_mask=ints,
         token_type_ids=ints,
@@ -247,8 +266,10 @@ def longest_batch(
     num_labels: int,
     packing: bool = False,
 ) -> dict:
-    """abstract_batch of the largest training batch: the packed layout, or buckets[-1]."""
+    """abstract_batch of the largest training batch: the packed layout, or buckets[-1]
+    (with the teacher's logits when the dataset has them)."""
+    soft = SOFT_TARGETS in dataset.column_names
     if not packing:
-        return abstract_batch(batch_size, buckets[-1], num_labels)
+        return abstract_batch(batch_size, buckets[-1], num_labels, soft_targets=soft)
     layout = packing_.train_layout(_columns(dataset)["lengths"], batch_size, buckets[-1])
-    return abstract_batch(layout.rows, layout.length, num_labels, layout.per_row)
+    return abstract_batch(layout.rows, layout.length, num_labels, layout.per_row, soft)

@@ -184,7 +184,7 @@ def pack(
     where = np.full((rows, per_row), -1, np.int32)
     where[row, slot] = index
     segment_ids = tokens(0, slot[example] + 1)
-    return {
+    batch = {
         "input_ids": tokens(pad_id, cols["input_ids"][source]),
         "attention_mask": (segment_ids > 0).astype(np.int32),
         "token_type_ids": tokens(0, types[source] if types is not None else 0),
@@ -195,6 +195,11 @@ def pack(
         "weights": weights,
         "index": where,
     }
+    if "teacher_logits" in cols:  # batching.SOFT_TARGETS: placed like the labels
+        soft = cols["teacher_logits"]
+        batch["teacher_logits"] = np.zeros((rows, per_row, soft.shape[1]), np.float32)
+        batch["teacher_logits"][row, slot] = soft[index]
+    return batch
 
 
 def eval_layout(

@@ -1,5 +1,7 @@
 """Pure conversion between Hugging Face state dicts and Flax parameter trees."""
 
+import re
+
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
@@ -87,3 +89,21 @@ def flax_to_hf(params: dict) -> dict[str, np.ndarray]:
             value = value.T
         state[hf_name(path)] = np.ascontiguousarray(value)
     return state
+
+
+def keep_layers(
+    state: dict[str, np.ndarray], layer_prefix: str, layers: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """The state dict with only encoder `layers` (keys "[….]{layer_prefix}.{i}.…"),
+    renumbered 0..n-1 in the given order; keys outside the layers stay."""
+    pattern = re.compile(rf"(^|\.){re.escape(layer_prefix)}\.(\d+)\.")
+    new_index = {old: new for new, old in enumerate(layers)}
+    kept = {}
+    for name, value in state.items():
+        match = pattern.search(name)
+        if match is None:
+            kept[name] = value
+        elif int(match[2]) in new_index:
+            start, end = match.span(2)
+            kept[f"{name[:start]}{new_index[int(match[2])]}{name[end:]}"] = value
+    return kept

@@ -13,7 +13,13 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from bertjax.hub import hf_peft
-from bertjax.hub.convert import align_prefix, clean_state_dict, flax_to_hf, hf_to_flax
+from bertjax.hub.convert import (
+    align_prefix,
+    clean_state_dict,
+    flax_to_hf,
+    hf_to_flax,
+    keep_layers,
+)
 from bertjax.models.config import ModelConfig
 from bertjax.models.families import Family, build, family_of, model_config_from_hf
 from bertjax.models.layers import PeftConfig
@@ -195,9 +201,17 @@ def from_pretrained(
     announce_new: bool = True,
     base=None,
     remat: bool | str = False,
+    *,
+    layers: tuple[int, ...] | None = None,
 ):
     """Loads a Hugging Face checkpoint (folder or hub id) into (model, params); remat: see
     bertjax.models.families.build.
+
+    layers: keep only these encoder layers of the checkpoint (increasing indices, e.g.
+    (0, 2, 4) of 6), renumbered 0..n-1: a compact student that starts pretrained, as
+    DistilBERT was initialised. The model's config then says n layers (and each kept
+    ModernBERT layer keeps its global/local kind), so save_pretrained writes an ordinary
+    n-layer checkpoint. None: every layer.
 
     The checkpoint's classification head is loaded when it has one; otherwise the head is
     initialised from `seed` and logged (a warning; debug with `announce_new=False`, for
@@ -210,12 +224,17 @@ def from_pretrained(
     """
     folder = resolve(path_or_id)
     if hf_peft.is_adapter_dir(folder):
-        return _from_adapter(folder, num_labels, peft, dtype, seed, base)
+        return _from_adapter(folder, num_labels, peft, dtype, seed, base, layers)
     config = model_config_from_hf(read_hf_config(folder))
     family = family_of(config.model_type)
+    if layers is not None:
+        layers = check_layers(layers, config.num_hidden_layers, f"{folder}: layers")
+        config = with_layers(config, family, layers, folder)
     model = build(config, num_labels, peft, dtype, remat)
     _check_peft(config, peft)
     state = clean_state_dict(read_state_dict(folder))
+    if layers is not None:
+        state = keep_layers(state, family.layer_prefix, layers)
     state = align_prefix(state, family.prefix, family.encoder_keys, bare=num_labels is None)
     target = _init_params(model, seed, abstract=True)
     loaded, missing, unused = hf_to_flax(state, target)
@@ -249,7 +268,44 @@ def from_pretrained(
     return model, jax.tree_util.tree_map(jnp.asarray, loaded)
 
 
-def _from_adapter(folder: Path, num_labels, peft, dtype, seed: int, base):
+def check_layers(layers, num_layers: int | None, field: str = "layers") -> tuple[int, ...]:
+    """`layers` as a tuple of ints, or a one-line ValueError naming `field`: empty, not
+    integers, repeated, unsorted, or (given the checkpoint's `num_layers`) out of range."""
+    values = (layers,) if isinstance(layers, int) else tuple(layers)
+    fix = "give increasing layer indices, e.g. 0,2,4"
+    if not values:
+        raise ValueError(f"{field}=() is empty; {fix}, or leave it unset for every layer")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in values):
+        raise ValueError(f"{field}={values!r} must hold integers; {fix}")
+    if len(set(values)) < len(values):
+        raise ValueError(f"{field}={values!r} repeats a layer; {fix}")
+    if list(values) != sorted(values):
+        raise ValueError(f"{field}={values!r} is not sorted; {fix}")
+    top = num_layers - 1 if num_layers is not None else None
+    if values[0] < 0 or (top is not None and values[-1] > top):
+        where = f"0..{top} (the checkpoint has {num_layers})" if top is not None else ">= 0"
+        raise ValueError(f"{field}={values!r} is out of range: layers are {where}")
+    return values
+
+
+def with_layers(config, family: Family, layers: tuple[int, ...], folder: Path):
+    """The family config of `folder`'s checkpoint keeping only `layers` (checked by
+    check_layers); a one-line error where the family's layer 0 must stay."""
+    if family.first_layer_differs and layers[0] != 0:
+        raise ValueError(
+            f"{folder}: layers={layers!r} must keep layer 0: {config.model_type}'s first "
+            "layer is built unlike the others (e.g. no attention LayerNorm)"
+        )
+    per_layer = {name: tuple(getattr(config, name)[i] for i in layers) for name in family.per_layer}
+    return dataclasses.replace(config, num_hidden_layers=len(layers), **per_layer)
+
+
+def _from_adapter(folder: Path, num_labels, peft, dtype, seed: int, base, layers=None):
+    if layers is not None:
+        raise ValueError(
+            f"{folder}: layers= cannot select layers of a peft adapter folder; export the "
+            "run merged (a plain checkpoint) and select its layers"
+        )
     config, state = hf_peft.read_adapter(folder)
     method = hf_peft.method_of(config, state, folder)
     if peft is not None:

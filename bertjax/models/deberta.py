@@ -18,7 +18,9 @@ from bertjax.models.layers import (
     PeftConfig,
     ResidualOutput,
     block_dropout,
+    first_tokens,
     linear,
+    same_example,
 )
 
 PREFIX = "deberta"  # where DebertaV2For* keep the encoder in their state dict
@@ -145,13 +147,22 @@ def log_bucket_position(relative: np.ndarray, bucket_size: int, max_position: in
     return np.where(abs_pos <= mid, relative, log_pos * sign).astype(np.int32)
 
 
-def relative_positions(seq_len: int, config: DebertaConfig) -> np.ndarray:
-    """[seq, seq] int32: query position - key position, log-bucketed when configured."""
-    ids = np.arange(seq_len)
-    relative = ids[:, None] - ids[None, :]
+def bucket_table(seq_len: int, config: DebertaConfig) -> np.ndarray:
+    """[2 * seq - 1] int32: the relative position of each distance -(seq - 1) … seq - 1,
+    log-bucketed when configured (computed once in numpy, as transformers does in float32)."""
+    relative = np.arange(-(seq_len - 1), seq_len)
     if config.position_buckets > 0 and config.max_relative > 0:
         return log_bucket_position(relative, config.position_buckets, config.max_relative)
     return relative.astype(np.int32)
+
+
+def relative_positions(positions: jax.Array, config: DebertaConfig) -> jax.Array:
+    """positions [batch or 1, seq] (index within each example) -> [batch or 1, seq, seq]
+    int32: query position - key position, log-bucketed when configured. Pairs across
+    packed examples get a distance too, masked out of attention (layers.same_example)."""
+    seq_len = positions.shape[-1]
+    table = jnp.asarray(bucket_table(seq_len, config))
+    return table[positions[:, :, None] - positions[:, None, :] + seq_len - 1]
 
 
 class _DebertaBlock(Block):
@@ -163,7 +174,10 @@ class _DebertaBlock(Block):
 
 class Embeddings(_DebertaBlock):
     @nn.compact
-    def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, mask: jax.Array):
+    def __call__(
+        self, input_ids: jax.Array, token_type_ids: jax.Array, mask: jax.Array, positions
+    ) -> jax.Array:
+        """[batch, seq] ints; positions [batch or 1, seq] (index within each example)."""
         cfg = self.config
         width = cfg.embedding_size or cfg.hidden_size
         init = nn.initializers.normal(cfg.initializer_range)
@@ -180,8 +194,7 @@ class Embeddings(_DebertaBlock):
                     f"{cfg.max_position_embeddings} tokens (max_position_embeddings); "
                     "truncate the input (data.max_length)"
                 )
-            positions = embed(cfg.max_position_embeddings, "position_embeddings")
-            hidden = hidden + positions(jnp.arange(seq_len))[None]
+            hidden = hidden + embed(cfg.max_position_embeddings, "position_embeddings")(positions)
         if cfg.type_vocab_size > 0:
             hidden = hidden + embed(cfg.type_vocab_size, "token_type_embeddings")(token_type_ids)
         if width != cfg.hidden_size:
@@ -191,9 +204,9 @@ class Embeddings(_DebertaBlock):
         return self.dropout(hidden, cfg.hidden_dropout_prob)
 
 
-def _gather_last(scores: jax.Array, index: np.ndarray) -> jax.Array:
-    """scores [batch, heads, n, span], index [n, m] -> [batch, heads, n, m]."""
-    index = jnp.broadcast_to(jnp.asarray(index), (*scores.shape[:2], *index.shape))
+def _gather_last(scores: jax.Array, index: jax.Array) -> jax.Array:
+    """scores [batch, heads, n, span], index [batch or 1, n, m] -> [batch, heads, n, m]."""
+    index = jnp.broadcast_to(index[:, None], (*scores.shape[:2], *index.shape[1:]))
     return jnp.take_along_axis(scores, index, axis=-1)
 
 
@@ -206,11 +219,11 @@ class DisentangledSelfAttention(_DebertaBlock):
         self,
         hidden: jax.Array,
         pair_mask: jax.Array,
-        relative_pos: np.ndarray | None,
+        relative_pos: jax.Array | None,
         rel_embeddings: jax.Array | None,
     ) -> jax.Array:
         """hidden [batch, seq, hidden]; pair_mask [batch, 1, seq, seq] bool;
-        relative_pos [seq, seq]; rel_embeddings [2 * span, hidden]."""
+        relative_pos [batch or 1, seq, seq]; rel_embeddings [2 * span, hidden]."""
         cfg = self.config
         heads, size = cfg.num_attention_heads, cfg.head_size
         kinds = cfg.pos_att_type
@@ -237,12 +250,12 @@ class DisentangledSelfAttention(_DebertaBlock):
                 # [2 * span, heads, head_size]
                 pos_key = split(position_proj("pos_key_proj", key_proj)(rel))
                 c2p = precision.einsum("bqhd,phd->bhqp", query, pos_key, self.dtype)
-                index = np.clip(relative_pos + span, 0, 2 * span - 1)
+                index = jnp.clip(relative_pos + span, 0, 2 * span - 1)
                 relative = relative + _gather_last(c2p, index) / scale
             if "p2c" in kinds:
                 pos_query = split(position_proj("pos_query_proj", query_proj)(rel))
                 p2c = precision.einsum("bkhd,phd->bhkp", key, pos_query, self.dtype)
-                index = np.clip(-relative_pos + span, 0, 2 * span - 1)
+                index = jnp.clip(-relative_pos + span, 0, 2 * span - 1)
                 relative = relative + jnp.swapaxes(_gather_last(p2c, index), -1, -2) / scale
             scores = scores + relative
         scores = jnp.where(pair_mask, scores, jnp.finfo(jnp.float32).min)
@@ -279,38 +292,60 @@ class LayerStack(_DebertaBlock):
         return self.child(Layer, str(index))(hidden, pair_mask, relative_pos, rel_embeddings)
 
 
+def neighbours(x: jax.Array, segment_ids: jax.Array, width: int) -> jax.Array:
+    """x [batch, seq, hidden] -> [batch, seq, width, hidden]: the `width` tokens centred on
+    each token, zero past the row's ends and in other examples (segment_ids [batch, seq]), so
+    a convolution over them sees each packed example as if it were alone, zero-padded."""
+    half, seq_len = (width - 1) // 2, x.shape[1]
+    padded = jnp.pad(x, ((0, 0), (half, half), (0, 0)))
+    segments = jnp.pad(segment_ids, ((0, 0), (half, half)), constant_values=-1)
+    taps = [
+        jnp.where(
+            (segments[:, j : j + seq_len] == segment_ids)[..., None], padded[:, j : j + seq_len], 0
+        )
+        for j in range(width)
+    ]
+    return jnp.stack(taps, axis=2)
+
+
 class ConvLayer(_DebertaBlock):
     """DeBERTa-v2's convolution beside layer 0: LayerNorm(layer-0 output + act(conv(input)))."""
 
     @nn.compact
-    def __call__(self, embedded: jax.Array, residual: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(
+        self, embedded: jax.Array, residual: jax.Array, segment_ids: jax.Array
+    ) -> jax.Array:
         cfg = self.config
         width = cfg.conv_kernel_size
+        # One window per token (padding "VALID"): transformers' zero-padded conv, kept
+        # within each example of a packed row.
         conv = nn.Conv(
             cfg.hidden_size,
             (width,),
-            padding=[((width - 1) // 2, (width - 1) // 2)],
+            padding="VALID",
             feature_group_count=cfg.conv_groups,
             dtype=ACTIVATION_DTYPE,
             name="conv",
         )
-        keep = mask[..., None] > 0
-        out = jnp.where(keep, conv(embedded), 0)
+        keep = segment_ids[..., None] > 0
+        out = jnp.where(keep, conv(neighbours(embedded, segment_ids, width))[:, :, 0], 0)
         out = ACTIVATIONS[cfg.conv_act](self.dropout(out, cfg.hidden_dropout_prob))
         return self.layer_norm()(residual + out) * keep.astype(ACTIVATION_DTYPE)
 
 
 class Encoder(_DebertaBlock):
     @nn.compact
-    def __call__(self, embedded: jax.Array, mask: jax.Array) -> jax.Array:
-        """embedded [batch, seq, hidden]; mask [batch, seq] (1 = token)."""
+    def __call__(
+        self, embedded: jax.Array, segment_ids: jax.Array, positions: jax.Array
+    ) -> jax.Array:
+        """embedded [batch, seq, hidden]; segment_ids [batch, seq] (0 padding, 1.. the
+        example); positions [batch or 1, seq] (index within each example)."""
         cfg = self.config
-        attended = mask > 0
-        # A pair (q, k) is scored only when both are tokens; pad rows softmax uniformly.
-        pair_mask = attended[:, None, None, :] & attended[:, None, :, None]
+        # A pair (q, k) is scored only within one example; pad rows softmax uniformly.
+        pair_mask = same_example(segment_ids)
         relative_pos = rel_embeddings = None
         if cfg.relative_attention:
-            relative_pos = relative_positions(embedded.shape[1], cfg)
+            relative_pos = relative_positions(positions, cfg)
             rows = 2 * cfg.attention_span
             table = nn.Embed(
                 rows,
@@ -327,7 +362,7 @@ class Encoder(_DebertaBlock):
         for i in range(cfg.num_hidden_layers):
             hidden = layers(i, hidden, pair_mask, relative_pos, rel_embeddings)
             if i == 0 and cfg.conv_kernel_size > 0:
-                hidden = self.child(ConvLayer, "conv")(embedded, hidden, mask)
+                hidden = self.child(ConvLayer, "conv")(embedded, hidden, segment_ids)
         return hidden
 
 
@@ -353,26 +388,35 @@ class DebertaModel(nn.Module):
         attention_mask: jax.Array | None = None,
         token_type_ids: jax.Array | None = None,
         deterministic: bool = True,
+        segment_ids: jax.Array | None = None,
+        position_ids: jax.Array | None = None,
     ) -> ModelOutput:
-        """input_ids, attention_mask, token_type_ids: [batch, seq] ints."""
+        """input_ids, attention_mask, token_type_ids: [batch, seq] ints. Packed rows
+        (bertjax/data/packing.py) also give segment_ids [rows, seq] (0 padding, 1.. the
+        example) and position_ids [rows, seq] (index within the example): attention, relative
+        and absolute positions and the conv then stay within each example."""
         attention_mask, token_type_ids = _defaults(input_ids, attention_mask, token_type_ids)
+        if segment_ids is None:  # one example per row, positions counted from its start
+            segment_ids = (attention_mask > 0).astype(jnp.int32)
+            position_ids = jnp.arange(input_ids.shape[-1])[None]
         fields = dict(
             config=self.config, peft=self.peft, dtype=self.dtype, deterministic=deterministic
         )
         embedded = Embeddings(**fields, name="embeddings")(
-            input_ids, token_type_ids, attention_mask
+            input_ids, token_type_ids, segment_ids > 0, position_ids
         )
-        hidden = Encoder(**fields, name="encoder")(embedded, attention_mask)
+        hidden = Encoder(**fields, name="encoder")(embedded, segment_ids, position_ids)
         return ModelOutput(last_hidden_state=hidden)
 
 
 class ContextPooler(_DebertaBlock):
-    """dropout → dense → pooler_hidden_act on the first token."""
+    """dropout → dense → pooler_hidden_act on the first token (each example's, cls_index
+    [rows, E], in packed rows: layers.first_tokens)."""
 
     @nn.compact
-    def __call__(self, hidden: jax.Array) -> jax.Array:
+    def __call__(self, hidden: jax.Array, cls_index: jax.Array | None = None) -> jax.Array:
         cfg = self.config
-        first = self.dropout(hidden[:, 0], cfg.pooler_dropout)
+        first = self.dropout(first_tokens(hidden, cls_index), cfg.pooler_dropout)
         return ACTIVATIONS[cfg.pooler_hidden_act](self.dense(cfg.hidden_size, "dense")(first))
 
 
@@ -392,15 +436,21 @@ class DebertaForSequenceClassification(nn.Module):
         attention_mask: jax.Array | None = None,
         token_type_ids: jax.Array | None = None,
         deterministic: bool = True,
+        segment_ids: jax.Array | None = None,
+        position_ids: jax.Array | None = None,
+        cls_index: jax.Array | None = None,
     ) -> ModelOutput:
-        """input_ids, attention_mask, token_type_ids: [batch, seq] ints."""
+        """input_ids, attention_mask, token_type_ids: [batch, seq] ints; logits [batch,
+        num_labels], or [rows, E, num_labels] for packed rows (see DebertaModel)."""
         cfg = self.config
         encoder = DebertaModel(cfg, self.peft, self.dtype, name=PREFIX)
-        out = encoder(input_ids, attention_mask, token_type_ids, deterministic)
+        out = encoder(
+            input_ids, attention_mask, token_type_ids, deterministic, segment_ids, position_ids
+        )
         pooler = ContextPooler(
             cfg, self.peft, self.dtype, deterministic=deterministic, name="pooler"
         )
-        pooled = pooler(out.last_hidden_state)
+        pooled = pooler(out.last_hidden_state, cls_index)
         classifier = linear(
             self.num_labels,
             self.dtype,

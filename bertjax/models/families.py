@@ -39,6 +39,11 @@ class Family:
     pretraining_heads: key prefixes of pretraining checkpoints a classifier drops.
     optional: other top-level modules a base checkpoint may lack (initialised from the seed
         and, as in Hugging Face peft, not trained by PEFT methods: DeBERTa's pooler).
+    layer_prefix: state-dict path of the encoder layers: layer i's keys hold
+        f"{layer_prefix}.{i}." (from_pretrained(layers=…) keeps some of them).
+    per_layer: config fields holding one value per layer (ModernBERT's layer_types).
+    first_layer_differs: layer 0 is built unlike the others (ModernBERT's has no attention
+        LayerNorm), so a layer selection must keep it.
     """
 
     config_from_hf: Callable[[dict], Any]
@@ -50,6 +55,9 @@ class Family:
     head: tuple[str, ...] = ("classifier",)
     pretraining_heads: tuple[str, ...] = ("cls.", "lm_head.")
     optional: tuple[str, ...] = ()
+    layer_prefix: str = "encoder.layer"
+    per_layer: tuple[str, ...] = ()
+    first_layer_differs: bool = False
 
 
 _BERT_LAYOUT = dict(
@@ -73,6 +81,7 @@ FAMILIES = {
         encoder_keys=("embeddings", "transformer"),
         head=("pre_classifier", "classifier"),
         pretraining_heads=("vocab_transform.", "vocab_layer_norm.", "vocab_projector."),
+        layer_prefix="transformer.layer",
     ),
     "electra": Family(
         electra.config_from_hf,
@@ -115,6 +124,9 @@ FAMILIES = {
         encoder_keys=("embeddings", "layers", "final_norm"),
         optional=("head",),  # masked-LM checkpoints have it (loaded), bare ones don't
         pretraining_heads=("decoder.",),
+        layer_prefix="layers",
+        per_layer=("layer_types",),  # each kept layer keeps its kind (global or local)
+        first_layer_differs=True,
     ),
 }
 

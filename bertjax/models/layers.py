@@ -104,12 +104,17 @@ def attention_bias(attention_mask: jax.Array) -> jax.Array:
     return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
 
 
+def same_example(segment_ids: jax.Array) -> jax.Array:
+    """Packed rows: [rows, 1, seq, seq] bool, True where query and key belong to one example
+    (segment_ids equal and > 0): block-diagonal."""
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    return (same & (segment_ids[:, None, :] > 0))[:, None]
+
+
 def segment_bias(segment_ids: jax.Array) -> jax.Array:
     """Packed rows: [rows, 1, seq, seq], 0 where query and key belong to one example
-    (segment_ids equal and > 0), the most negative float elsewhere (block-diagonal)."""
-    same = segment_ids[:, :, None] == segment_ids[:, None, :]
-    attended = same & (segment_ids[:, None, :] > 0)
-    return jnp.where(attended[:, None], 0.0, jnp.finfo(jnp.float32).min)
+    (same_example), the most negative float elsewhere."""
+    return jnp.where(same_example(segment_ids), 0.0, jnp.finfo(jnp.float32).min)
 
 
 def first_tokens(hidden: jax.Array, cls_index: jax.Array | None) -> jax.Array:

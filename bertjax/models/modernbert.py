@@ -16,7 +16,9 @@ from bertjax.models.layers import (
     ModelOutput,
     PeftConfig,
     block_dropout,
+    first_tokens,
     linear,
+    same_example,
 )
 
 PREFIX = "model"  # where ModernBertFor* keep the encoder in their state dict
@@ -137,12 +139,13 @@ def rotary_tables(seq_len: int, head_size: int, theta: float) -> tuple[np.ndarra
 
 
 def _rotate(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """x [batch, seq, heads, head_size] rotated in float32; cos/sin [seq, head_size]."""
+    """x [batch, seq, heads, head_size] rotated in float32; cos/sin [batch or 1, seq,
+    head_size] (each token's position's)."""
     x32 = x.astype(jnp.float32)
     half = x.shape[-1] // 2
     rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
-    cos = cos.astype(jnp.float32)[None, :, None, :]
-    sin = sin.astype(jnp.float32)[None, :, None, :]
+    cos = cos.astype(jnp.float32)[:, :, None, :]
+    sin = sin.astype(jnp.float32)[:, :, None, :]
     return (x32 * cos + rotated * sin).astype(x.dtype)
 
 
@@ -177,7 +180,7 @@ class Attention(_ModernBlock):
     @nn.compact
     def __call__(self, hidden: jax.Array, bias: jax.Array, cos: jax.Array, sin: jax.Array):
         """hidden [batch, seq, hidden]; bias [batch, 1, 1 or seq, seq] additive;
-        cos, sin [seq, head_size]."""
+        cos, sin [batch or 1, seq, head_size]."""
         cfg = self.config
         heads, size = cfg.num_attention_heads, cfg.head_size
         qkv = self.dense(3 * heads * size, "Wqkv", cfg.attention_bias)(hidden)
@@ -217,27 +220,38 @@ class Layer(_ModernBlock):
         return hidden + self.child(MLP, "mlp")(self.layer_norm("mlp_norm")(hidden))
 
 
+def attention_biases(
+    attended: jax.Array, positions: jax.Array, sliding_window: int
+) -> dict[str, jax.Array]:
+    """{GLOBAL, LOCAL}: additive biases [batch, 1, 1 or seq, seq] from attended [batch, 1,
+    1 or seq, seq] bool (which keys each query may see) and positions [batch or 1, seq]
+    (index within each example): local layers also need |query - key position| ≤ window."""
+    distance = jnp.abs(positions[:, :, None] - positions[:, None, :])
+    window = (distance <= sliding_window)[:, None]  # [batch or 1, 1, seq, seq]
+    lowest = jnp.finfo(jnp.float32).min
+    return {
+        GLOBAL: jnp.where(attended, 0.0, lowest),
+        LOCAL: jnp.where(attended & window, 0.0, lowest),
+    }
+
+
 class LayerStack(_ModernBlock):
     """Holds layers "0", "1", … so paths read `layers/0/…` as in HF; each layer gets the
     global or the sliding-window mask and rotary tables its layer type asks for."""
 
     @nn.compact
-    def __call__(self, hidden: jax.Array, mask: jax.Array) -> jax.Array:
-        """hidden [batch, seq, hidden]; mask [batch, seq] (1 = token)."""
+    def __call__(self, hidden: jax.Array, attended: jax.Array, positions: jax.Array):
+        """hidden [batch, seq, hidden]; attended [batch, 1, 1 or seq, seq] bool (the keys
+        each query sees); positions [batch or 1, seq] (index within each example)."""
         cfg = self.config
         seq_len = hidden.shape[1]
-        keys = mask[:, None, None, :] > 0  # [batch, 1, 1, seq]
-        distance = np.abs(np.arange(seq_len)[:, None] - np.arange(seq_len)[None, :])
-        window = jnp.asarray(distance <= cfg.sliding_window)[None, None]  # [1, 1, seq, seq]
-        lowest = jnp.finfo(jnp.float32).min
-        biases = {
-            GLOBAL: jnp.where(keys, 0.0, lowest),
-            LOCAL: jnp.where(keys & window, 0.0, lowest),
-        }
+        biases = attention_biases(attended, positions, cfg.sliding_window)
         thetas = {GLOBAL: cfg.global_rope_theta, LOCAL: cfg.local_rope_theta}
-        # cos/sin in float32, the dtype of the hidden states (bfloat16 is for matmuls only).
+        # cos/sin in float32, the hidden states' dtype (bfloat16 is for matmul operands); each
+        # token takes its position's row: a packed example's angles then equal its unpacked
+        # ones exactly (row positions would agree only up to float rounding).
         tables = {
-            kind: [jnp.asarray(t) for t in rotary_tables(seq_len, cfg.head_size, theta)]
+            kind: [jnp.asarray(t)[positions] for t in rotary_tables(seq_len, cfg.head_size, theta)]
             for kind, theta in thetas.items()
         }
         for i, kind in enumerate(cfg.layer_types):
@@ -259,16 +273,26 @@ class ModernBertModel(nn.Module):
         attention_mask: jax.Array | None = None,
         token_type_ids: jax.Array | None = None,
         deterministic: bool = True,
+        segment_ids: jax.Array | None = None,
+        position_ids: jax.Array | None = None,
     ) -> ModelOutput:
-        """input_ids, attention_mask: [batch, seq] ints."""
+        """input_ids, attention_mask: [batch, seq] ints. Packed rows (bertjax/data/packing.py)
+        also give segment_ids [rows, seq] (0 padding, 1.. the example) and position_ids [rows,
+        seq] (index within the example): attention, rotary positions and the local window
+        then stay within each example."""
         del token_type_ids  # ModernBERT has no segment embeddings
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
+        if segment_ids is None:  # one example per row: every query sees the row's tokens
+            attended = attention_mask[:, None, None, :] > 0
+            position_ids = jnp.arange(input_ids.shape[-1])[None]
+        else:
+            attended = same_example(segment_ids)
         fields = dict(
             config=self.config, peft=self.peft, dtype=self.dtype, deterministic=deterministic
         )
         hidden = Embeddings(**fields, name="embeddings")(input_ids)
-        hidden = LayerStack(**fields, name="layers")(hidden, attention_mask)
+        hidden = LayerStack(**fields, name="layers")(hidden, attended, position_ids)
         cfg = self.config
         final_norm = nn.LayerNorm(
             cfg.norm_eps, dtype=ACTIVATION_DTYPE, use_bias=cfg.norm_bias, name="final_norm"
@@ -295,6 +319,26 @@ def pool(hidden: jax.Array, mask: jax.Array, how: str) -> jax.Array:
     return mean.astype(hidden.dtype)
 
 
+def pool_packed(
+    hidden: jax.Array, segment_ids: jax.Array, cls_index: jax.Array, how: str
+) -> jax.Array:
+    """Packed rows: hidden [rows, seq, hidden] -> [rows, E, hidden], each example's first
+    token (cls_index [rows, E]) or mean over its tokens (segment_ids [rows, seq] = slot + 1;
+    an empty slot's mean is 0, not NaN, so its zero loss weight keeps gradients finite)."""
+    if how == "cls":
+        return first_tokens(hidden, cls_index)
+    rows, per_row = cls_index.shape
+    # Token -> (row, slot) as one id; padding (segment 0) gets a slot of its own, dropped.
+    ids = (segment_ids + jnp.arange(rows)[:, None] * (per_row + 1)).reshape(-1)
+    total = rows * (per_row + 1)
+    flat = hidden.astype(jnp.float32).reshape(-1, hidden.shape[-1])
+    sums = jax.ops.segment_sum(flat, ids, total).reshape(rows, per_row + 1, -1)
+    counts = jax.ops.segment_sum(jnp.ones_like(ids, jnp.float32), ids, total)
+    counts = counts.reshape(rows, per_row + 1, 1)
+    mean = sums[:, 1:] / jnp.maximum(counts[:, 1:], 1.0)
+    return mean.astype(hidden.dtype)
+
+
 class ModernBertForSequenceClassification(nn.Module):
     """ModernBertForSequenceClassification: `model` encoder, pooling, `head`, dropout,
     `classifier`."""
@@ -311,14 +355,24 @@ class ModernBertForSequenceClassification(nn.Module):
         attention_mask: jax.Array | None = None,
         token_type_ids: jax.Array | None = None,
         deterministic: bool = True,
+        segment_ids: jax.Array | None = None,
+        position_ids: jax.Array | None = None,
+        cls_index: jax.Array | None = None,
     ) -> ModelOutput:
-        """input_ids, attention_mask: [batch, seq] ints."""
+        """input_ids, attention_mask: [batch, seq] ints; logits [batch, num_labels], or
+        [rows, E, num_labels] for packed rows (see ModernBertModel)."""
         cfg = self.config
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
         encoder = ModernBertModel(cfg, self.peft, self.dtype, name=PREFIX)
-        out = encoder(input_ids, attention_mask, token_type_ids, deterministic)
-        pooled = pool(out.last_hidden_state, attention_mask, cfg.classifier_pooling)
+        out = encoder(
+            input_ids, attention_mask, token_type_ids, deterministic, segment_ids, position_ids
+        )
+        hidden, how = out.last_hidden_state, cfg.classifier_pooling
+        if segment_ids is None:
+            pooled = pool(hidden, attention_mask, how)
+        else:
+            pooled = pool_packed(hidden, segment_ids, cls_index, how)
         head = PredictionHead(cfg, self.peft, self.dtype, deterministic, name="head")
         pooled = block_dropout(self, head(pooled), cfg.classifier_dropout, deterministic)
         classifier = linear(

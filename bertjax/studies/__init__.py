@@ -1,1 +1,2 @@
-"""Many runs at once: sweeps, seed reports, and the RESULTS.md study page."""
+"""Many runs at once: method presets, the study catalog and its runner, sweeps, seed reports
+and the RESULTS.md study page."""

@@ -18,7 +18,9 @@ import numpy as np
 from bertjax import runs as run_files
 from bertjax.runs import plots
 
-IGNORED_KEYS = ("train.seed", "name", "workdir")  # what may differ within a group
+# What may differ within a group: the seed and train.groups.NAMING_FIELDS (not imported:
+# that module loads the data pipeline, which a report does not need)
+IGNORED_KEYS = ("train.seed", "name", "workdir")
 IDENTITY_KEYS = ("model", "peft.method", "data.name", "data.subset", "data.path")
 METHOD_ORDER = ("full", "head", "bitfit", "lora", "dora", "ia3", "adapter")
 # peft.<section>.* settings each method reads (dora reads peft.lora)
@@ -86,6 +88,7 @@ def load_run(run: Path) -> dict:
         path=run,
         summary=summary,
         config=flat,
+        resolved=config,
         seed=flat.get("train.seed"),
         dataset=dataset_name(config),
         model=model_name(str(config.get("model", summary.get("model", "?")))),
@@ -95,8 +98,9 @@ def load_run(run: Path) -> dict:
 
 
 def _key(run: dict) -> str:
-    rest = {k: v for k, v in run["config"].items() if k not in IGNORED_KEYS}
-    return json.dumps(rest, sort_keys=True)
+    """Runs with equal keys form a group: their configs are equal but for IGNORED_KEYS (the
+    same runs.without that decides which runs train together and which may resume)."""
+    return json.dumps(run_files.without(run["resolved"], IGNORED_KEYS), sort_keys=True)
 
 
 def mean_std(values) -> tuple[float, float, int]:
@@ -219,12 +223,17 @@ def markdown(groups: list[dict], metrics: list[str] | None = None) -> str:
             row += [_number(baseline.get("validation", {}).get(m)) for m in shown]
             row += [_number(baseline.get("test", {}).get(m)) for m in shown]
             rows.append(row + [DASH] * (len(head) - len(row)))
-        text_columns = 3 if has_settings else 2  # left-aligned; numbers right-aligned
-        rule = "|" + "---|" * text_columns + "---:|" * (len(head) - text_columns)
-        lines = ["| " + " | ".join(head) + " |", rule]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        parts.append(f"## {dataset}\n\n" + "\n".join(lines) + "\n")
+        table = markdown_table(head, rows, text_columns=3 if has_settings else 2)
+        parts.append(f"## {dataset}\n\n{table}\n")
     return "\n".join(parts)
+
+
+def markdown_table(head: list[str], rows: list[list[str]], text_columns: int = 0) -> str:
+    """The one markdown table of reports, sweeps and the results page: the first
+    `text_columns` columns left-aligned, the others (numbers) right-aligned."""
+    rule = "|" + "---|" * text_columns + "---:|" * (len(head) - text_columns)
+    lines = ["| " + " | ".join(head) + " |", rule]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def _majority(groups: list[dict]) -> dict | None:

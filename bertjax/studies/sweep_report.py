@@ -13,7 +13,7 @@ import numpy as np
 
 from bertjax import runs as run_files
 from bertjax.runs import plots
-from bertjax.studies.report import fmt, mean_std
+from bertjax.studies.report import fmt, markdown_table, mean_std
 
 REPORT_FILE, CSV_FILE, HEATMAP_FILE = "sweep.md", "sweep.csv", "heatmap.png"
 
@@ -124,6 +124,19 @@ def _winner_lines(winner: dict, points: list[dict], keys: list[str], metric: str
     return lines, numbers
 
 
+def _point_rows(points: list[dict], winner) -> list[list[str]]:
+    """One table row per grid point: its values, mean ± std (the winner's bold), runs done."""
+    rows = []
+    for p in points:
+        text = fmt(p["mean"], p["std"], 4)
+        if p is winner:
+            text = f"**{text}**"
+        states = sorted({r["status"] for r in p["runs"]} - {"done"})
+        count = f"{len(p['done'])}/{len(p['runs'])}" + (f" ({', '.join(states)})" if states else "")
+        rows.append([*map(format_value, p["point"]), text, count])
+    return rows
+
+
 def write_sweep_report(folder: Path, config, grid: dict, seeds, cells: list, failed=None) -> dict:
     """sweep.md, sweep.csv and heatmap.png in folder; returns {"report", "winner"} with the
     winner's point and numbers (None before any run finished)."""
@@ -146,17 +159,11 @@ def write_sweep_report(folder: Path, config, grid: dict, seeds, cells: list, fai
         + (f"; seeds {', '.join(map(str, seeds))}" if seeds else "")
         + ".",
         "",
-        "| " + " | ".join([*keys, f"validation {metric}", "runs"]) + " |",
-        "|" + "---:|" * (len(keys) + 2),
+        markdown_table([*keys, f"validation {metric}", "runs"], _point_rows(points, winner)),
+        "",
+        "## Winner",
+        "",
     ]
-    for p in points:
-        text = fmt(p["mean"], p["std"], 4)
-        if p is winner:
-            text = f"**{text}**"
-        states = sorted({r["status"] for r in p["runs"]} - {"done"})
-        count = f"{len(p['done'])}/{len(p['runs'])}" + (f" ({', '.join(states)})" if states else "")
-        lines.append("| " + " | ".join([*map(format_value, p["point"]), text, count]) + " |")
-    lines += ["", "## Winner", ""]
     result = dict(report=str(folder / REPORT_FILE), winner=None)
     if winner is None:
         lines.append("No run has finished yet.")

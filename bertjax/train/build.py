@@ -134,6 +134,7 @@ def build_model(config, label_names: list, tokenizer, announce_new: bool = True)
         seed=config.train.seed,
         announce_new=announce_new,
         remat=remat_of(config),
+        layers=config.get("model_layers"),  # a compact student: some of config.model's layers
     )
     mask = peft.trainable_mask(params, mask_method(config), head=head_of(config, model))
     _, frozen = peft.partition(params, mask)

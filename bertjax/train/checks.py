@@ -7,6 +7,7 @@ from typing import Any
 import jax
 
 import peft
+from bertjax.hub.pretrained import check_layers
 
 PEFT_METHODS = ("full", "head", "bitfit", "lora", "dora", "ia3", "adapter")
 DTYPES = ("auto", "float32", "bfloat16")
@@ -61,6 +62,32 @@ def check_peft(config) -> None:
         raise ValueError(f"peft.{method}: {err}") from None
 
 
+def check_distill(config) -> None:
+    """config.distill's values (the teacher and transfer texts are checked when they load)."""
+    distill = config.get("distill")
+    if distill is None:
+        return
+    temperature, alpha = distill.temperature, distill.alpha
+    number = isinstance(temperature, int | float) and not isinstance(temperature, bool)
+    if not number or not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"distill.temperature={temperature!r} must be a number > 0, e.g. 2.0")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
+        raise ValueError(
+            f"distill.alpha={alpha!r} must be in [0, 1]: the weight of the label loss "
+            "(0: the teacher's targets only)"
+        )
+    if distill.get("transfer") is not None and distill.get("teacher") is None:
+        raise ValueError(
+            f"distill.transfer={distill.transfer!r} needs a teacher to label its texts; set "
+            "--config.distill.teacher or unset distill.transfer"
+        )
+    if distill.get("transfer") is not None and alpha != 0:
+        raise ValueError(
+            f"distill.alpha={alpha!r}, but distill.transfer texts have no labels to weigh; "
+            "set --config.distill.alpha=0 (soft targets only)"
+        )
+
+
 def check_config(config) -> None:
     """Raises ValueError (one line) for the first config field that cannot work."""
     _choice("peft.method", config.peft.method, PEFT_METHODS)
@@ -100,3 +127,6 @@ def check_config(config) -> None:
     if config.train.get("eval_every") is not None:
         _at_least_one("train.eval_every", config.train.eval_every, " (or unset it)")
     check_peft(config)
+    if config.get("model_layers") is not None:
+        check_layers(config.model_layers, None, "model_layers")
+    check_distill(config)

@@ -8,6 +8,7 @@ from tqdm.auto import tqdm
 from bertjax.data import batching
 from bertjax.parallel import sharding
 from bertjax.train.metrics import compute_metrics
+from bertjax.train.progress import Progress
 from bertjax.train.steps import loss_fn
 
 MODEL_INPUTS = (
@@ -41,8 +42,9 @@ def predict(
     packing: bool = False,
 ) -> np.ndarray:
     """Logits [len(dataset), num_labels] in dataset order (batches split over `mesh`); a
-    progress bar titled `desc` when given (and output is a terminal). `packing`: packed
-    batches (bertjax/data/packing.py), whose examples' logits come flat [rows · E, …]."""
+    progress bar titled `desc` when given (on a terminal; elsewhere a log line every few
+    seconds). `packing`: packed batches (bertjax/data/packing.py), whose examples' logits
+    come flat [rows · E, …]."""
     logits = np.zeros((len(dataset), num_labels), np.float32)
     pending = []  # dispatch every batch before fetching any: no host sync per batch
     batches = batching.eval_batches(dataset, batch_size, buckets, pad_id=pad_id, packing=packing)
@@ -50,9 +52,13 @@ def predict(
         inputs = sharding.put_batch(model_inputs(batch), mesh)
         pending.append((batch["index"].reshape(-1), eval_step(trainable, frozen, inputs)))
     bar = tqdm(pending, desc=desc, unit="batch", disable=None if desc else True, leave=False)
-    for index, out in bar:
+    meter = Progress(desc or "", len(pending), enabled=None if desc else False)
+    done_examples = 0
+    for done, (index, out) in enumerate(bar, 1):
         real = index >= 0
         logits[index[real]] = np.asarray(jax.device_get(out))[real]
+        done_examples += int(real.sum())
+        meter.update(done, done_examples)
     return logits
 
 

@@ -46,9 +46,10 @@ def load_run(run: Path, data_path: str | None = None, with_data: bool = True):
     return config, setup, trainable
 
 
-def _logits(config, setup, trainable, dataset):
+def _logits(config, setup, trainable, dataset, desc: str | None = None):
     """Logits of the run's model on an encoded split: one eval step, every example once, in
-    packed rows when the run trained with them (data.packing; the same logits)."""
+    packed rows when the run trained with them (data.packing; the same logits); progress
+    titled `desc` (a bar on a terminal, else a log line every few seconds)."""
     _, frozen = peft.partition(setup.params, setup.mask)
     batch_size = config.train.eval_batch_size
     mesh = sharding.data_mesh()
@@ -63,6 +64,7 @@ def _logits(config, setup, trainable, dataset):
         setup.pad_id,
         setup.model.num_labels,
         mesh=mesh,
+        desc=desc,
         packing=packing.enabled(config.data.get("packing", False), setup.model),
     )
 
@@ -75,7 +77,7 @@ def evaluate_run(run: Path, split: str = "validation", data_path: str | None = N
     dataset = setup.splits[split]
     if not data.has_labels(dataset):
         raise ValueError(f"{run}: the {split!r} split has no labels to evaluate against")
-    logits = _logits(config, setup, trainable, dataset)
+    logits = _logits(config, setup, trainable, dataset, desc=split)
     return metrics_of(logits, np.asarray(dataset["label"]), setup.model.num_labels)
 
 
@@ -103,6 +105,12 @@ def read_texts(file: Path, fields: tuple[str, ...]) -> list[tuple[str, ...]]:
     return [e for _, e in numbered]
 
 
+def default_predictions_file(run: Path, texts_file: Path) -> Path:
+    """Where `eval.py --predict` writes without --out: in the run folder, named after the
+    texts file (never beside the input, which may be read-only or shared)."""
+    return Path(run) / f"{Path(texts_file).name}.predictions.tsv"
+
+
 def predict_file(run: Path, texts_file: Path, out_file: Path) -> tuple[Path, list[dict]]:
     """Writes a TSV (LF line ends): text(s), predicted label name and each label's
     probability; returns it with one {"text", "label", "probabilities": {name: p}} per example.
@@ -115,7 +123,7 @@ def predict_file(run: Path, texts_file: Path, out_file: Path) -> tuple[Path, lis
     dataset = data.tokenize(
         {"predict": datasets.Dataset.from_dict(table)}, load_tokenizer(config.model), config.data
     )["predict"]
-    logits = _logits(config, setup, trainable, dataset)
+    logits = _logits(config, setup, trainable, dataset, desc="predict")
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
     names = setup.label_names
     if distributed.is_primary():  # process 0 alone writes the file

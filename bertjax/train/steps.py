@@ -1,5 +1,6 @@
 """Pure, jit-compiled train and eval steps; gradients only for the trainable partition."""
 
+import dataclasses
 from typing import Any
 
 import flax.struct
@@ -12,6 +13,7 @@ from jax.sharding import Mesh
 import peft
 from bertjax.data import packing
 from bertjax.parallel import sharding
+from bertjax.train.distill import Distill, distill_loss
 
 
 @flax.struct.dataclass
@@ -94,7 +96,7 @@ def _jit(fn, mesh: Mesh | None, inputs: tuple, outputs, **kwargs):
 MEMBER_AXES = TrainState(step=0, trainable=0, frozen=None, opt_state=0, active=0)
 
 
-def _train_step(model, optimizer: optax.GradientTransformation):
+def _train_step(model, optimizer: optax.GradientTransformation, distill: Distill | None = None):
     """One run's step(state, batch, rng) -> (state, metrics), not jitted."""
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
@@ -103,7 +105,11 @@ def _train_step(model, optimizer: optax.GradientTransformation):
         def objective(trainable):
             params = peft.combine(state.frozen, trainable)
             logits = _logits(model, params, batch, deterministic=False, rng=dropout_rng)
-            return loss_fn(logits, batch["labels"], batch["weights"])
+            loss = loss_fn(logits, batch["labels"], batch["weights"])
+            if distill is not None:  # soft targets: batch["teacher_logits"] (train/distill.py)
+                soft, weights = batch["teacher_logits"], batch["weights"]
+                loss = distill_loss(loss, logits, soft, weights, **dataclasses.asdict(distill))
+            return loss
 
         loss, grads = jax.value_and_grad(objective)(state.trainable)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
@@ -115,13 +121,18 @@ def _train_step(model, optimizer: optax.GradientTransformation):
     return train_step
 
 
-def _members_step(model, optimizer: optax.GradientTransformation):
+def _members_step(model, optimizer: optax.GradientTransformation, distill=None):
     """One run's step under vmap over the member axis (the frozen base shared)."""
-    step = _train_step(model, optimizer)
+    step = _train_step(model, optimizer, distill)
     return jax.vmap(step, in_axes=(MEMBER_AXES, 0, 0), out_axes=(MEMBER_AXES, 0))
 
 
-def make_train_step(model, optimizer: optax.GradientTransformation, mesh: Mesh | None = None):
+def make_train_step(
+    model,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh | None = None,
+    distill: Distill | None = None,
+):
     """train_step(state, batches, rngs) -> (state, metrics) for K ≥ 1 runs at once.
 
     state: TrainState stacked over K members along a leading axis (`stack_states`), frozen
@@ -132,9 +143,10 @@ def make_train_step(model, optimizer: optax.GradientTransformation, mesh: Mesh |
     `state.trainable` is differentiated: frozen weights enter as constants of the backward
     pass, so XLA never computes their weight gradients. With a `mesh`, every member's batch
     is split by rows over its devices (data parallel) and the state is replicated; XLA
-    inserts the gradient all-reduce.
+    inserts the gradient all-reduce. `distill`: the loss mixes in soft targets, the
+    batches' "teacher_logits" [K, batch, num_labels] (bertjax/train/distill.py).
     """
-    step = _members_step(model, optimizer)
+    step = _members_step(model, optimizer, distill)
     return _jit(
         step,
         mesh,
@@ -144,14 +156,19 @@ def make_train_step(model, optimizer: optax.GradientTransformation, mesh: Mesh |
     )
 
 
-def make_subset_step(model, optimizer: optax.GradientTransformation, mesh: Mesh | None = None):
+def make_subset_step(
+    model,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh | None = None,
+    distill: Distill | None = None,
+):
     """subset_step(state, take, put, batches, rngs) -> (state, metrics): the K-member step
     for the members `take` [s] only (batches [s, batch, len]); results go back to `put` [s],
     where an index ≥ K (a padding slot repeating a member of take) is dropped. metrics [s].
 
     For members whose batches differ in length at a step: each length takes its own call.
     """
-    step = _members_step(model, optimizer)
+    step = _members_step(model, optimizer, distill)
 
     def subset_step(state, take, put, batches, rngs):
         taken = _per_member(lambda x: x[take], state)
