@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 from bertjax.models.config import ModelConfig
 from bertjax.models.layers import (
+    ACTIVATION_DTYPE,
     ACTIVATIONS,
     Block,
     Intermediate,
@@ -15,6 +16,7 @@ from bertjax.models.layers import (
     block_dropout,
     check_length,
     first_tokens,
+    linear,
     multi_head_attention,
     segment_bias,
 )
@@ -56,7 +58,7 @@ class Embeddings(Block):
 
         def embed(num: int, name: str) -> nn.Embed:
             width = cfg.embedding_width
-            return nn.Embed(num, width, dtype=self.dtype, embedding_init=init, name=name)
+            return nn.Embed(num, width, dtype=ACTIVATION_DTYPE, embedding_init=init, name=name)
 
         hidden = (
             embed(cfg.vocab_size, "word_embeddings")(input_ids)
@@ -160,9 +162,9 @@ class EncoderModel(nn.Module):
         if cfg.embedding_width != cfg.hidden_size:
             # A plain Dense: LoRA reaches the Dense layers of Block modules only, and HF
             # peft's ELECTRA targets (query, value) live there.
-            project = nn.Dense(
+            project = linear(
                 cfg.hidden_size,
-                dtype=self.dtype,
+                self.dtype,
                 kernel_init=nn.initializers.normal(cfg.initializer_range),
                 name="embeddings_project",
             )
@@ -222,9 +224,9 @@ class SequenceClassifier(nn.Module):
         out = encoder(input_ids, attention_mask, token_type_ids, deterministic, **packed)
         if is_bert:
             pooled = block_dropout(self, out.pooler_output, cfg.head_dropout, deterministic)
-            classifier = nn.Dense(
+            classifier = linear(
                 self.num_labels,
-                dtype=self.dtype,
+                self.dtype,
                 kernel_init=nn.initializers.normal(cfg.initializer_range),
                 name="classifier",
             )

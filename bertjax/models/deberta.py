@@ -8,7 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bertjax.models import precision
 from bertjax.models.layers import (
+    ACTIVATION_DTYPE,
     ACTIVATIONS,
     Block,
     Intermediate,
@@ -17,6 +19,7 @@ from bertjax.models.layers import (
     ResidualOutput,
     block_dropout,
     first_tokens,
+    linear,
     same_example,
 )
 
@@ -180,7 +183,7 @@ class Embeddings(_DebertaBlock):
         init = nn.initializers.normal(cfg.initializer_range)
 
         def embed(num: int, name: str) -> nn.Embed:
-            return nn.Embed(num, width, dtype=self.dtype, embedding_init=init, name=name)
+            return nn.Embed(num, width, dtype=ACTIVATION_DTYPE, embedding_init=init, name=name)
 
         hidden = embed(cfg.vocab_size, "word_embeddings")(input_ids)
         if cfg.position_biased_input:
@@ -195,9 +198,9 @@ class Embeddings(_DebertaBlock):
         if cfg.type_vocab_size > 0:
             hidden = hidden + embed(cfg.type_vocab_size, "token_type_embeddings")(token_type_ids)
         if width != cfg.hidden_size:
-            project = nn.Dense(cfg.hidden_size, use_bias=False, dtype=self.dtype, name="embed_proj")
+            project = linear(cfg.hidden_size, self.dtype, use_bias=False, name="embed_proj")
             hidden = project(hidden)
-        hidden = self.layer_norm()(hidden) * mask[..., None].astype(self.dtype)
+        hidden = self.layer_norm()(hidden) * mask[..., None].astype(ACTIVATION_DTYPE)
         return self.dropout(hidden, cfg.hidden_dropout_prob)
 
 
@@ -233,8 +236,8 @@ class DisentangledSelfAttention(_DebertaBlock):
         query, key = split(query_proj(hidden)), split(key_proj(hidden))
         value = split(self.dense(heads * size, "value_proj")(hidden))
 
-        scale = jnp.sqrt(jnp.float32(size * (1 + len(kinds)))).astype(self.dtype)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key / scale)
+        scale = jnp.sqrt(jnp.float32(size * (1 + len(kinds))))
+        scores = precision.einsum("bqhd,bkhd->bhqk", query, key / scale, self.dtype)
         if cfg.relative_attention:
             span = cfg.attention_span
             rel = self.dropout(rel_embeddings, cfg.hidden_dropout_prob)[: 2 * span]
@@ -246,20 +249,19 @@ class DisentangledSelfAttention(_DebertaBlock):
             if "c2p" in kinds:
                 # [2 * span, heads, head_size]
                 pos_key = split(position_proj("pos_key_proj", key_proj)(rel))
-                c2p = jnp.einsum("bqhd,phd->bhqp", query, pos_key)
+                c2p = precision.einsum("bqhd,phd->bhqp", query, pos_key, self.dtype)
                 index = jnp.clip(relative_pos + span, 0, 2 * span - 1)
                 relative = relative + _gather_last(c2p, index) / scale
             if "p2c" in kinds:
                 pos_query = split(position_proj("pos_query_proj", query_proj)(rel))
-                p2c = jnp.einsum("bkhd,phd->bhkp", key, pos_query)
+                p2c = precision.einsum("bkhd,phd->bhkp", key, pos_query, self.dtype)
                 index = jnp.clip(-relative_pos + span, 0, 2 * span - 1)
                 relative = relative + jnp.swapaxes(_gather_last(p2c, index), -1, -2) / scale
             scores = scores + relative
-        scores = scores.astype(jnp.float32)
         scores = jnp.where(pair_mask, scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        probs = jax.nn.softmax(scores, axis=-1)
         probs = self.dropout(probs, cfg.attention_probs_dropout_prob)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+        context = precision.einsum("bhqk,bkhd->bqhd", probs, value, self.dtype)
         return context.reshape(*context.shape[:-2], heads * size)
 
 
@@ -322,13 +324,13 @@ class ConvLayer(_DebertaBlock):
             (width,),
             padding="VALID",
             feature_group_count=cfg.conv_groups,
-            dtype=self.dtype,
+            dtype=ACTIVATION_DTYPE,
             name="conv",
         )
         keep = segment_ids[..., None] > 0
         out = jnp.where(keep, conv(neighbours(embedded, segment_ids, width))[:, :, 0], 0)
         out = ACTIVATIONS[cfg.conv_act](self.dropout(out, cfg.hidden_dropout_prob))
-        return self.layer_norm()(residual + out) * keep.astype(self.dtype)
+        return self.layer_norm()(residual + out) * keep.astype(ACTIVATION_DTYPE)
 
 
 class Encoder(_DebertaBlock):
@@ -348,7 +350,7 @@ class Encoder(_DebertaBlock):
             table = nn.Embed(
                 rows,
                 cfg.hidden_size,
-                dtype=self.dtype,
+                dtype=ACTIVATION_DTYPE,
                 embedding_init=nn.initializers.normal(cfg.initializer_range),
                 name="rel_embeddings",
             )
@@ -449,9 +451,9 @@ class DebertaForSequenceClassification(nn.Module):
             cfg, self.peft, self.dtype, deterministic=deterministic, name="pooler"
         )
         pooled = pooler(out.last_hidden_state, cls_index)
-        classifier = nn.Dense(
+        classifier = linear(
             self.num_labels,
-            dtype=self.dtype,
+            self.dtype,
             kernel_init=nn.initializers.normal(cfg.initializer_range),
             name="classifier",
         )

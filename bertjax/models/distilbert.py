@@ -9,6 +9,7 @@ import numpy as np
 
 from bertjax.models.config import ModelConfig
 from bertjax.models.layers import (
+    ACTIVATION_DTYPE,
     ACTIVATIONS,
     Block,
     ModelOutput,
@@ -17,6 +18,7 @@ from bertjax.models.layers import (
     block_dropout,
     check_length,
     first_tokens,
+    linear,
     multi_head_attention,
     segment_bias,
 )
@@ -97,9 +99,8 @@ class Embeddings(Block):
         position_init = sinusoidal_init if cfg.sinusoidal_pos_embds else init
 
         def embed(num: int, name: str, embedding_init) -> nn.Embed:
-            return nn.Embed(
-                num, cfg.hidden_size, dtype=self.dtype, embedding_init=embedding_init, name=name
-            )
+            width, dtype = cfg.hidden_size, ACTIVATION_DTYPE
+            return nn.Embed(num, width, dtype=dtype, embedding_init=embedding_init, name=name)
 
         words = embed(cfg.vocab_size, "word_embeddings", init)(input_ids)
         if positions is None:
@@ -222,7 +223,7 @@ class DistilBertClassifier(nn.Module):
 
         def dense(features: int, name: str) -> nn.Dense:
             init = nn.initializers.normal(cfg.initializer_range)
-            return nn.Dense(features, dtype=self.dtype, kernel_init=init, name=name)
+            return linear(features, self.dtype, kernel_init=init, name=name)
 
         first = first_tokens(out.last_hidden_state, cls_index)
         pooled = nn.relu(dense(cfg.hidden_size, "pre_classifier")(first))

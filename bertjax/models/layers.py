@@ -6,6 +6,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from bertjax.models import precision
 from bertjax.models.config import ModelConfig
 from bertjax.models.dropout import dropout
 from peft.adapter import ACTIVATIONS, Adapter, AdapterConfig
@@ -15,6 +16,24 @@ from peft.inject import PeftMethod
 PeftConfig = PeftMethod | AdapterConfig | None
 # config.train.remat's named policies: what each layer's backward pass keeps (True: nothing).
 REMAT_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
+# Activations, LayerNorm, softmax and the loss stay float32 whatever the compute dtype:
+# bfloat16 elementwise work is no faster than float32 on CPU, and it loses precision.
+ACTIVATION_DTYPE = jnp.float32
+
+
+def linear(features: int, dtype: jnp.dtype, **kwargs) -> nn.Dense:
+    """nn.Dense computing in `dtype`: float32 is the plain layer; bfloat16 casts the input
+    and kernel to bfloat16 for the dot and returns float32 (the bias added in float32)."""
+    if jnp.dtype(dtype) == jnp.dtype(jnp.float32):
+        return nn.Dense(features, dtype=jnp.float32, **kwargs)
+    if jnp.dtype(dtype) != jnp.dtype(jnp.bfloat16):
+        raise ValueError(f"compute dtype {dtype} unknown; use float32 or bfloat16")
+    return nn.Dense(
+        features,
+        promote_dtype=precision.keep_dtypes,
+        dot_general=precision.bfloat16_dot_general,
+        **kwargs,
+    )
 
 
 @flax.struct.dataclass
@@ -39,7 +58,7 @@ class Block(nn.Module):
 
     config: ModelConfig
     peft: AdapterConfig | None = None
-    dtype: jnp.dtype = jnp.float32
+    dtype: jnp.dtype = jnp.float32  # of the matmuls' operands (`linear`, `precision.einsum`)
     deterministic: bool = True
     remat: bool | str = False  # activation checkpointing per encoder layer (REMAT_POLICIES)
 
@@ -56,23 +75,18 @@ class Block(nn.Module):
         )
 
     def dense(self, features: int, name: str, use_bias: bool = True) -> nn.Module:
-        return nn.Dense(
-            features,
-            use_bias=use_bias,
-            dtype=self.dtype,
-            kernel_init=nn.initializers.normal(self.config.initializer_range),
-            name=name,
-        )
+        init = nn.initializers.normal(self.config.initializer_range)
+        return linear(features, self.dtype, use_bias=use_bias, kernel_init=init, name=name)
 
     def layer_norm(self, name: str = "LayerNorm") -> nn.Module:
-        return nn.LayerNorm(self.config.layer_norm_eps, dtype=self.dtype, name=name)
+        return nn.LayerNorm(self.config.layer_norm_eps, dtype=ACTIVATION_DTYPE, name=name)
 
     def dropout(self, x: jax.Array, rate: float) -> jax.Array:
         return block_dropout(self, x, rate, self.deterministic)
 
     def adapter(self, x: jax.Array, sublayer: str) -> jax.Array:
         if isinstance(self.peft, AdapterConfig) and self.peft.placed_after(sublayer):
-            return Adapter(self.peft, dtype=self.dtype, name="adapter")(x)
+            return Adapter(self.peft, dtype=ACTIVATION_DTYPE, name="adapter")(x)
         return x
 
 
@@ -122,10 +136,10 @@ def multi_head_attention(block: Block, hidden: jax.Array, bias: jax.Array, names
         return out.reshape(*out.shape[:-1], heads, size)
 
     query, key, value = (project(name) for name in names)
-    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key) / jnp.sqrt(size).astype(block.dtype)
-    probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(block.dtype)
+    scores = precision.einsum("bqhd,bkhd->bhqk", query, key, block.dtype) / jnp.sqrt(size)
+    probs = jax.nn.softmax(scores + bias, axis=-1)
     probs = block.dropout(probs, cfg.attention_probs_dropout_prob)
-    context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+    context = precision.einsum("bhqk,bkhd->bqhd", probs, value, block.dtype)
     return context.reshape(*context.shape[:-2], cfg.hidden_size)
 
 

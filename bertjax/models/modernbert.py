@@ -8,13 +8,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bertjax.models import precision
 from bertjax.models.layers import (
+    ACTIVATION_DTYPE,
     ACTIVATIONS,
     Block,
     ModelOutput,
     PeftConfig,
     block_dropout,
     first_tokens,
+    linear,
     same_example,
 )
 
@@ -154,7 +157,7 @@ class _ModernBlock(Block):
 
     def layer_norm(self, name: str = "norm") -> nn.Module:
         cfg = self.config
-        return nn.LayerNorm(cfg.norm_eps, dtype=self.dtype, use_bias=cfg.norm_bias, name=name)
+        return nn.LayerNorm(cfg.norm_eps, dtype=ACTIVATION_DTYPE, use_bias=cfg.norm_bias, name=name)
 
 
 class Embeddings(_ModernBlock):
@@ -164,7 +167,7 @@ class Embeddings(_ModernBlock):
         embed = nn.Embed(
             cfg.vocab_size,
             cfg.hidden_size,
-            dtype=self.dtype,
+            dtype=ACTIVATION_DTYPE,
             embedding_init=nn.initializers.normal(cfg.initializer_range),
             name="tok_embeddings",
         )
@@ -184,10 +187,10 @@ class Attention(_ModernBlock):
         qkv = qkv.reshape(*qkv.shape[:-1], 3, heads, size)
         query = _rotate(qkv[..., 0, :, :], cos, sin)
         key = _rotate(qkv[..., 1, :, :], cos, sin)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key) * jnp.asarray(size**-0.5, self.dtype)
-        probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(self.dtype)
+        scores = precision.einsum("bqhd,bkhd->bhqk", query, key, self.dtype)
+        probs = jax.nn.softmax(scores * jnp.float32(size**-0.5) + bias, axis=-1)
         probs = self.dropout(probs, cfg.attention_dropout)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs, qkv[..., 2, :, :])
+        context = precision.einsum("bhqk,bkhd->bqhd", probs, qkv[..., 2, :, :], self.dtype)
         context = context.reshape(*context.shape[:-2], heads * size)
         out = self.dense(cfg.hidden_size, "Wo", cfg.attention_bias)(context)
         return self.adapter(self.dropout(out, cfg.attention_dropout), "attention")
@@ -244,14 +247,11 @@ class LayerStack(_ModernBlock):
         seq_len = hidden.shape[1]
         biases = attention_biases(attended, positions, cfg.sliding_window)
         thetas = {GLOBAL: cfg.global_rope_theta, LOCAL: cfg.local_rope_theta}
-        # cos/sin in the compute dtype, as transformers casts them to the hidden dtype; each
+        # cos/sin in float32, the hidden states' dtype (bfloat16 is for matmul operands); each
         # token takes its position's row: a packed example's angles then equal its unpacked
         # ones exactly (row positions would agree only up to float rounding).
         tables = {
-            kind: [
-                jnp.asarray(t, self.dtype)[positions]
-                for t in rotary_tables(seq_len, cfg.head_size, theta)
-            ]
+            kind: [jnp.asarray(t)[positions] for t in rotary_tables(seq_len, cfg.head_size, theta)]
             for kind, theta in thetas.items()
         }
         for i, kind in enumerate(cfg.layer_types):
@@ -295,7 +295,7 @@ class ModernBertModel(nn.Module):
         hidden = LayerStack(**fields, name="layers")(hidden, attended, position_ids)
         cfg = self.config
         final_norm = nn.LayerNorm(
-            cfg.norm_eps, dtype=self.dtype, use_bias=cfg.norm_bias, name="final_norm"
+            cfg.norm_eps, dtype=ACTIVATION_DTYPE, use_bias=cfg.norm_bias, name="final_norm"
         )
         return ModelOutput(last_hidden_state=final_norm(hidden))
 
@@ -375,9 +375,9 @@ class ModernBertForSequenceClassification(nn.Module):
             pooled = pool_packed(hidden, segment_ids, cls_index, how)
         head = PredictionHead(cfg, self.peft, self.dtype, deterministic, name="head")
         pooled = block_dropout(self, head(pooled), cfg.classifier_dropout, deterministic)
-        classifier = nn.Dense(
+        classifier = linear(
             self.num_labels,
-            dtype=self.dtype,
+            self.dtype,
             kernel_init=nn.initializers.normal(cfg.initializer_range),
             name="classifier",
         )

@@ -1,20 +1,69 @@
 """Config → objects: the peft config, the trainable mask, tokenized data and the model."""
 
 import dataclasses
+import functools
 import hashlib
+import logging
+from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 
 import peft
 from bertjax import data
 from bertjax.data import batching
 from bertjax.hub.pretrained import from_pretrained, load_tokenizer, tokenizer_hash
+from bertjax.models import precision
 from bertjax.models.families import head_modules, norm_modules
 from bertjax.models.layers import REMAT_POLICIES
 from bertjax.runs import checkpoint
 from bertjax.train.checks import check_select_metric
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# CPU flags of native bfloat16 dot products (AVX512_BF16, AMX): there bfloat16 matmuls with
+# float32 results run at about twice the float32 rate; without them they are emulated.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+log = logging.getLogger("bertjax")
+
+
+def native_bfloat16(device=None, cpuinfo: str | None = None) -> str | None:
+    """Why `device` (default: the first) has native bfloat16 matmuls, or None: a TPU, an
+    NVIDIA GPU of compute capability ≥ 8.0 (Ampere), a CPU with one of BF16_CPU_FLAGS in
+    `cpuinfo` (default: /proc/cpuinfo)."""
+    device = device or jax.devices()[0]
+    if device.platform == "tpu":
+        return "TPU"
+    if device.platform == "gpu":
+        capability = getattr(device, "compute_capability", "0")
+        major = int(str(capability).split(".")[0] or 0)
+        return f"GPU sm{str(capability).replace('.', '')}" if major >= 8 else None
+    if cpuinfo is None:
+        proc = Path("/proc/cpuinfo")
+        cpuinfo = proc.read_text() if proc.exists() else ""
+    flags = set(cpuinfo.split())
+    found = [flag for flag in BF16_CPU_FLAGS if flag in flags]
+    return f"CPU {'+'.join(found)}" if found else None
+
+
+@functools.cache
+def compute_dtype(name: str) -> str:
+    """config.dtype resolved: "auto" is bfloat16 where `native_bfloat16()`, else float32;
+    logged once per process and name."""
+    if name not in (*DTYPES, "auto"):
+        raise ValueError(f"dtype {name!r} unknown; use auto, {' or '.join(DTYPES)}")
+    if name != "auto":
+        return name
+    reason = native_bfloat16()
+    resolved = "bfloat16" if reason else "float32"
+    log.info("dtype auto: %s (%s)", resolved, reason or "no native bfloat16 matmuls")
+    return resolved
+
+
+def frozen_in_compute_dtype(params, mask, dtype):
+    """params with the frozen (mask False) weight matrices cast to `dtype` once, as the train
+    step keeps them (`precision.cast_kernels`); trainable leaves stay float32."""
+    trainable, frozen = peft.partition(params, mask)
+    return peft.combine(precision.cast_kernels(frozen, dtype), trainable)
 
 
 def peft_config(config):
@@ -80,13 +129,11 @@ def build_model(config, label_names: list, tokenizer, announce_new: bool = True)
     """The run's model, params and trainable mask from its config and class names, without
     data (`splits` empty). announce_new=False when trained weights will be restored over the
     freshly initialised head and PEFT weights, so they are not announced."""
-    if config.dtype not in DTYPES:
-        raise ValueError(f"dtype {config.dtype!r} unknown; use {' or '.join(DTYPES)}")
     model, params = from_pretrained(
         config.model,
         len(label_names),
         peft=peft_config(config),
-        dtype=DTYPES[config.dtype],
+        dtype=DTYPES[compute_dtype(config.dtype)],
         seed=config.train.seed,
         announce_new=announce_new,
         remat=remat_of(config),
@@ -125,4 +172,6 @@ def build(config, label_names=None) -> Setup:
     check_select_metric(config, num_labels)
     setup = build_model(config, names, tokenizer)
     setup.splits = splits
+    # Training only: exports and evaluation keep the float32 base (same logits either way).
+    setup.params = frozen_in_compute_dtype(setup.params, setup.mask, setup.model.dtype)
     return setup

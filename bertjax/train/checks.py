@@ -10,7 +10,7 @@ import peft
 from bertjax.hub.pretrained import check_layers
 
 PEFT_METHODS = ("full", "head", "bitfit", "lora", "dora", "ia3", "adapter")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
 SCHEDULES = ("linear", "constant", "cosine")
 # Metrics where higher is better (the best checkpoint is the highest); mse is not one.
 SELECT_METRICS = ("accuracy", "f1", "macro_f1", "micro_f1", "mcc", "pearson", "spearman")
