@@ -167,3 +167,30 @@ def test_cli_refuses_a_teacher_of_other_classes_in_one_line(
     error = out.stderr.strip().splitlines()[-1]
     assert "['bad', 'good', 'meh']" in error and "but the data has 2" in error
     assert not (tmp_path / "run").exists()  # nothing trained, no folder left
+
+
+def test_vectorized_distillation_members_train_as_their_separate_runs(
+    tmp_path, tiny_bert_vocab_dir, shared_data, teacher_run
+):
+    """Two seeds (two train splits, each with its teacher logits) and two runs sharing seed 0's
+    split, trained as one program, against each trained alone (equal up to the rounding of
+    batched matmuls)."""
+    common = (tiny_bert_vocab_dir, shared_data / "sst2")
+    overrides = {"train.max_steps": 4, "peft.method": "head", "distill.teacher": str(teacher_run)}
+    members = [(0, 1e-3), (0, 1e-2), (1, 1e-3)]
+
+    def config(seed, lr, folder):
+        name = f"{folder}/{seed}_{lr}"
+        return run_config(
+            tmp_path / name, *common, **overrides, **{"train.seed": seed, "optim.lr": lr}
+        )
+
+    training.train_runs([config(seed, lr, "together") for seed, lr in members])
+    for seed, lr in members:
+        training.train(config(seed, lr, "alone"))
+        a = _trainable(tmp_path / f"together/{seed}_{lr}", "last")
+        b = _trainable(tmp_path / f"alone/{seed}_{lr}", "last")
+        jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), a, b)
+    # members of one seed share a train split: its teacher logits are cached once
+    assert list((tmp_path / "together/0_0.001/teacher").glob("*.npy"))
+    assert list((tmp_path / "together/1_0.001/teacher").glob("*.npy"))
