@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -22,11 +23,21 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory, tiny_bert_vocab_dir, shared_data) -> Path:
-    """A finished tiny SST-2 run (full fine-tuning, 4 steps): the teacher."""
+    """A finished tiny SST-2 run (full fine-tuning, 4 steps, trained in bfloat16): the teacher."""
     folder = tmp_path_factory.mktemp("teacher") / "run"
-    config = run_config(folder, tiny_bert_vocab_dir, shared_data / "sst2", **{"train.max_steps": 4})
+    overrides = {"train.max_steps": 4, "dtype": "bfloat16"}
+    config = run_config(folder, tiny_bert_vocab_dir, shared_data / "sst2", **overrides)
     training.train(config)
     return folder
+
+
+def test_a_teacher_trained_in_bfloat16_teaches_in_float32(teacher_run):
+    loaded = teacher.load_teacher(teacher_run)
+    assert json.loads((teacher_run / runs.CONFIG_FILE).read_text())["dtype"] == "bfloat16"
+    assert loaded.model.dtype == jnp.float32
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(loaded.params)} == {
+        np.dtype(np.float32)
+    }
 
 
 def _trainable(run: Path, which: str):
