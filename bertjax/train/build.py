@@ -18,6 +18,7 @@ from bertjax.models.families import head_modules, norm_modules
 from bertjax.models.layers import REMAT_POLICIES
 from bertjax.runs import checkpoint
 from bertjax.train.checks import check_select_metric
+from bertjax.train.distill import Distill
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # CPU flags of native bfloat16 dot products (AVX512_BF16, AMX): there bfloat16 matmuls with
@@ -175,3 +176,11 @@ def build(config, label_names=None) -> Setup:
     # Training only: exports and evaluation keep the float32 base (same logits either way).
     setup.params = frozen_in_compute_dtype(setup.params, setup.mask, setup.model.dtype)
     return setup
+
+
+def distill_of(config) -> Distill | None:
+    """The distillation loss settings of a config with distill.teacher; None without one."""
+    settings = config.get("distill")
+    if settings is None or settings.get("teacher") is None:
+        return None
+    return Distill(alpha=float(settings.alpha), temperature=float(settings.temperature))

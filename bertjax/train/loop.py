@@ -24,7 +24,7 @@ from bertjax import runs
 from bertjax.parallel import distributed, sharding
 from bertjax.runs import events
 from bertjax.runs.events import log_record
-from bertjax.train import checks, groups, stopping
+from bertjax.train import checks, groups, stopping, teacher
 from bertjax.train.build import Setup
 from bertjax.train.evaluate import MODEL_INPUTS, metrics_of
 from bertjax.train.finish import finish
@@ -76,6 +76,9 @@ def _train_new(members: list[runs.Run], overwrite: bool, max_members: int | None
         base = dict(model=m.config.model, sha256=setup.base_hash, weights_sha256=setup.weights_hash)
         runs.start(m, setup.label_names, base, overwrite)
     distributed.barrier("started")  # process 0 wrote (or emptied) the folders
+    teacher.add_soft_targets(members, setups)  # distillation: the teacher's logits, cached
+    if members[0].config.get("distill") and members[0].config.distill.get("transfer"):
+        check_accumulation(members[0].config, setups[0].splits["train"])  # transfer texts
     # Seeds only initialise trainable parts (head, LoRA, adapters); a base checkpoint lacking
     # a frozen weight (e.g. a pooler) gets a seeded one, and then seeds cannot share a base.
     by_base = {}
@@ -175,11 +178,13 @@ def take_step(plan: Plan, state: TrainState, batch: dict) -> tuple[TrainState, d
     calls = groups.step_calls(shapes, plan.of_seed, plan.k, plan.cap)
     seed_of = plan.seed_of
     if calls is None:  # one length: one call of the whole stacked state
-        inputs = {key: np.stack([batch[s][key] for s in seed_of]) for key in MODEL_INPUTS}
+        inputs = {key: np.stack([batch[s][key] for s in seed_of]) for key in plan.train_inputs}
         return plan.train_step(state, sharding.put_batch(inputs, plan.mesh, axis=1), plan.rngs)
     metrics = {key: jnp.zeros(plan.k, jnp.float32) for key in ("loss", "grad_norm")}
     for take, put in calls:
-        inputs = {key: np.stack([batch[seed_of[i]][key] for i in take]) for key in MODEL_INPUTS}
+        inputs = {
+            key: np.stack([batch[seed_of[i]][key] for i in take]) for key in plan.train_inputs
+        }
         inputs = sharding.put_batch(inputs, plan.mesh, axis=1)
         state, part = plan.subset_step(state, take, put, inputs, plan.rngs)
         for key in metrics:

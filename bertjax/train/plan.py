@@ -14,7 +14,7 @@ from bertjax import runs
 from bertjax.data import batching, packing
 from bertjax.parallel import sharding
 from bertjax.train import groups
-from bertjax.train.build import Setup
+from bertjax.train.build import Setup, distill_of
 from bertjax.train.evaluate import MODEL_INPUTS, Evaluator, evaluator_of
 from bertjax.train.optim import learning_rate_schedule, make_optimizer
 from bertjax.train.steps import (
@@ -168,6 +168,7 @@ class Plan:
     unit_lr: object  # update -> the schedule's factor of the peak learning rate
     peak_memory_mb: float | None
     num_labels: int
+    train_inputs: tuple = MODEL_INPUTS  # the train batches' fields the step takes
 
 
 def eval_groups_of(setups: list[Setup]) -> list:
@@ -212,14 +213,23 @@ def initial_state(members, setups, optimizers) -> tuple[TrainState, int]:
     return state, start
 
 
-def compiled_steps(model, optimizer, mesh, state, longest: dict, cap: int, rngs) -> tuple:
+def train_inputs_of(distill) -> tuple[str, ...]:
+    """The train batch fields the step takes: the model's inputs, and the teacher's logits
+    when distilling (evaluation keeps MODEL_INPUTS)."""
+    return MODEL_INPUTS + ((batching.SOFT_TARGETS,) if distill is not None else ())
+
+
+def compiled_steps(
+    model, optimizer, mesh, state, longest: dict, cap: int, rngs, distill=None
+) -> tuple:
     """(train_step, subset_step or None for one member, peak MiB or None): the call used
     for `cap` members at the `longest` batch is compiled ahead for XLA's memory figure, with
-    the live state (not its abstract shape), so those calls run it without compiling again."""
+    the live state (not its abstract shape), so those calls run it without compiling again.
+    `distill`: the loss settings (train/distill.py) of a distillation run, else None."""
     k = len(rngs)
-    train_step = make_train_step(model, optimizer, mesh)
-    subset_step = make_subset_step(model, optimizer, mesh) if k > 1 else None
-    widest = stacked({key: longest[key] for key in MODEL_INPUTS}, cap)
+    train_step = make_train_step(model, optimizer, mesh, distill)
+    subset_step = make_subset_step(model, optimizer, mesh, distill) if k > 1 else None
+    widest = stacked({key: longest[key] for key in train_inputs_of(distill)}, cap)
     if cap == k:
         train_step, compiled = precompiled(train_step, state, widest, rngs)
     else:
@@ -246,8 +256,9 @@ def make_plan(members: list[runs.Run], setups: list[Setup], max_members: int | N
     cap = min(max_members or k, k)
     rngs = jnp.stack([jax.random.key(m.config.train.seed) for m in members])
     longest = batches.longest(model.num_labels)
+    distill = distill_of(config)
     train_step, subset_step, peak_mb = compiled_steps(
-        model, optimizers[0], mesh, state, longest, cap, rngs
+        model, optimizers[0], mesh, state, longest, cap, rngs, distill
     )
     seed_of = np.array([m.config.train.seed for m in members])
     plan = Plan(
@@ -267,6 +278,7 @@ def make_plan(members: list[runs.Run], setups: list[Setup], max_members: int | N
         unit_lr=learning_rate_schedule(config.optim, schedule.updates),  # as make_optimizer's
         peak_memory_mb=peak_mb,
         num_labels=model.num_labels,
+        train_inputs=train_inputs_of(distill),
     )
     _announce(plan, members)
     return plan, state, start_step

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
+import jax.numpy as jnp
 import numpy as np
 
 import peft
@@ -71,7 +72,9 @@ def _run_teacher(run: Path, source: str) -> Teacher:
     _, frozen = peft.partition(setup.params, setup.mask)
     params = peft.combine(frozen, trainable)
     folder = resolve(config.model)
-    return Teacher(source, setup.model, params, folder, load_tokenizer(folder), setup.label_names)
+    # float32 whatever the teacher trained in: its targets should not carry bfloat16 rounding
+    model = setup.model.clone(dtype=jnp.float32)
+    return Teacher(source, model, params, folder, load_tokenizer(folder), setup.label_names)
 
 
 def _hf_teacher(folder: Path, source: str) -> Teacher:
@@ -243,3 +246,23 @@ def soft_train_set(config, train_set: datasets.Dataset, data_names, tokenizer, c
         teacher, texts, cache_dir, data_cfg.max_length, config.train.eval_batch_size
     )
     return train_set.add_column(SOFT_TARGETS, logits.tolist())
+
+
+def add_soft_targets(members: list, setups: list) -> None:
+    """Distillation runs: each train split gains the teacher's logits (soft_train_set),
+    cached in the run folder's teacher/ so a resume reads the same ones back. Members of one
+    seed share a Setup and so one train split (cached in the first one's folder)."""
+    done = set()
+    for m, setup in zip(members, setups, strict=True):
+        if not m.config.get("distill") or not m.config.distill.get("teacher"):
+            continue
+        if id(setup) not in done:
+            done.add(id(setup))
+            student_tokenizer = load_tokenizer(m.config.model)
+            setup.splits["train"] = soft_train_set(
+                m.config,
+                setup.splits["train"],
+                setup.label_names,
+                student_tokenizer,
+                m.folder / "teacher",
+            )
