@@ -12,16 +12,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from bertjax.parallel import distributed
 
 
-def _checkpointer():
-    """An Orbax StandardCheckpointer. Orbax is imported here, at the first save or restore,
-    not at start-up: it costs ~0.12 s of every command, eval.py and short runs included
-    (issue #25)."""
-    import orbax.checkpoint as ocp
-
+def _checkpointer() -> ocp.StandardCheckpointer:
     return ocp.StandardCheckpointer()
 
 
@@ -107,7 +103,7 @@ def _reason(err: Exception) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _as_saved(checkpointer, path: Path):
+def _as_saved(checkpointer: ocp.StandardCheckpointer, path: Path):
     """Shapes and dtypes of a saved tree, placed on this process's first device: a checkpoint
     written on another mesh (say 4 devices) restores anywhere."""
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -127,9 +123,7 @@ def restore(folder: Path, like=None) -> tuple:
     if like is None:
         abstract = _as_saved(checkpointer, folder / "state")
     else:
-        from orbax.checkpoint import utils
-
-        abstract = jax.tree_util.tree_map(utils.to_shape_dtype_struct, like)
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
     tree = checkpointer.restore(folder / "state", abstract)
     return tree, json.loads((folder / "meta.json").read_text())
 
