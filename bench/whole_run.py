@@ -114,8 +114,9 @@ def torch_run(**flags) -> dict:
 
 
 def _recompiled(run: dict) -> str:
-    """Each program the backend compiled more than once in the run, as "name ×n" (hits of
-    the persistent cache are not compiles); "none" when there is none."""
+    """Each program name the backend compiled more than once in the run, as "name ×n"; an
+    eager op (broadcast_in_dim, …) compiles once per shape, so only train_step or eval_step
+    here would be a recompile; "none" when there is none."""
     return ", ".join(f"{k} ×{n}" for k, n in run["recompiled"].items()) or "none"
 
 
@@ -141,7 +142,7 @@ def breakdown(cold: dict, warm: dict) -> str:
     rows[-1] += [f"{r['steps_s']:.1f}" for r in (cold, warm)]
     rows.append(["of which backend compiles (all programs)"])
     rows[-1] += [f"{sum(r['backend_compile_s'].values()):.1f}" for r in (cold, warm)]
-    rows.append(["programs compiled more than once", *(_recompiled(r) for r in (cold, warm))])
+    rows.append(["names compiled more than once", *(_recompiled(r) for r in (cold, warm))])
     rows.append(["whole process", *(f"**{r['wall_s']:.1f}**" for r in (cold, warm))])
     return common.table(["phase (s)", "cold cache", "warm cache"], rows)
 
