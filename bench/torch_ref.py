@@ -8,10 +8,13 @@ Called by bench/step.py, bench/epoch.py and bench/eval.py (create the venv with
 bench/reference_env.sh). transformers BertForSequenceClassification in train mode (dropout on),
 AdamW over the trainable parameters only (no decay on biases/LayerNorm), global-norm clipping 1.0,
 linear schedule; BitFit by requires_grad, LoRA with Hugging Face peft, Houlsby adapters below.
+--dtype bfloat16: torch.autocast("cpu", torch.bfloat16) around forward+loss and evaluation
+(weights, gradients and AdamW stay float32), the PyTorch counterpart of our dtype=bfloat16.
 torch.set_num_threads(os.cpu_count()), as many threads as XLA's CPU pool (--threads overrides).
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -105,8 +108,17 @@ def make_optimizer(trainable, lr, weight_decay, warmup_steps, total_steps):
     return optimizer, schedule
 
 
-def train_step(model, params, optimizer, schedule, batch):
-    loss = model(**batch).loss
+def autocast(dtype: str, device: str = "cpu"):
+    """torch.autocast to bfloat16 (matmuls in bf16, softmax/LayerNorm/loss kept in float32 by
+    autocast's op lists) around forward+loss and evaluation; "float32": no-op."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device, dtype=torch.bfloat16)
+
+
+def train_step(model, params, optimizer, schedule, batch, dtype="float32", device="cpu"):
+    with autocast(dtype, device):
+        loss = model(**batch).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     optimizer.step()
@@ -142,11 +154,11 @@ def step_bench(args) -> dict:
         token_type_ids=torch.zeros_like(ids),
         labels=torch.from_numpy(rng.integers(0, 2, args.batch).astype(np.int64)),
     )
-    train_step(model, params, optimizer, schedule, batch)  # warm-up
+    train_step(model, params, optimizer, schedule, batch, args.dtype)  # warm-up
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        train_step(model, params, optimizer, schedule, batch)
+        train_step(model, params, optimizer, schedule, batch, args.dtype)
         times.append(time.perf_counter() - start)
     return dict(
         step_s=statistics.median(times),
@@ -166,17 +178,17 @@ def read_split(folder, split, tokenizer, max_length):
     ]
 
 
-def predict(model, examples, collate, batch_size):
+def predict(model, examples, collate, batch_size, dtype="float32"):
     """(logits [n, 2], seconds, computed tokens): dynamic padding in dataset order, no_grad."""
     model.eval()
     logits, computed = [], 0
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(dtype):
         for i in range(0, len(examples), batch_size):
             batch = collate(examples[i : i + batch_size])
             batch.pop("labels")
             computed += batch["input_ids"].numel()
-            logits.append(model(**batch).logits)
+            logits.append(model(**batch).logits.float())
     seconds = time.perf_counter() - start
     model.train()
     return torch.cat(logits).numpy(), seconds, computed
@@ -219,9 +231,9 @@ def epoch_bench(args) -> dict:
         computed += batch["input_ids"].numel()
         real += int(batch["attention_mask"].sum())
         shapes.add(tuple(batch["input_ids"].shape))
-        loss = train_step(model, params, optimizer, schedule, batch)
+        loss = train_step(model, params, optimizer, schedule, batch, args.dtype)
     epoch_s = time.perf_counter() - start
-    logits, eval_s, _ = predict(model, dev, collate, args.eval_batch)
+    logits, eval_s, _ = predict(model, dev, collate, args.eval_batch, args.dtype)
     accuracy = float(np.mean(logits.argmax(-1) == np.array([e["label"] for e in dev])))
     return dict(
         epoch_s=epoch_s,
@@ -233,6 +245,7 @@ def epoch_bench(args) -> dict:
         accuracy=accuracy,
         last_loss=loss.item(),
         trainable=sum(p.numel() for p in params),
+        dtype=args.dtype,
     )
 
 
@@ -241,10 +254,10 @@ def eval_bench(args) -> dict:
     examples = read_split(args.data, args.split, tokenizer, args.max_length)
     model, _ = build_model(args.model, "full")
     collate = DataCollatorWithPadding(tokenizer)
-    predict(model, examples[: args.eval_batch], collate, args.eval_batch)  # warm-up
+    predict(model, examples[: args.eval_batch], collate, args.eval_batch, args.dtype)  # warm-up
     times = []
     for _ in range(args.repeats):
-        logits, seconds, computed = predict(model, examples, collate, args.eval_batch)
+        logits, seconds, computed = predict(model, examples, collate, args.eval_batch, args.dtype)
         times.append(seconds)
     real = sum(len(e["input_ids"]) for e in examples)
     return dict(
@@ -273,6 +286,12 @@ def main():
     parser.add_argument("--lora_dropout", type=float, default=0.1)
     parser.add_argument(
         "--group_by_length", type=int, default=0, help="epoch: 1 = Trainer's group_by_length"
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="bfloat16: torch.autocast('cpu', torch.bfloat16) around forward+loss and eval",
     )
     parser.add_argument("--threads", type=int, default=0, help="0: os.cpu_count()")
     parser.add_argument("--peak", type=int, default=0, help="1: also measure the matmul peak")

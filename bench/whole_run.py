@@ -6,10 +6,11 @@ The same work as bench/epoch.py (a seeded SST-2 subset, one epoch, MiniLM-L6, ba
 evaluation), but each side is timed as a whole process from its start to its exit: Python
 start, imports, tokenization, weights, compilation, training, evaluation, checkpoints, plots.
 Ours runs twice in one fresh persistent XLA cache (`BERTJAX_XLA_CACHE`): cold (empty) and
-warm (the programs of the first run). PyTorch (bench/torch_ref.py) runs with dynamic padding
-on shuffled batches and with Trainer's `group_by_length`. Ours also reports where its time goes
-(each phase timed in the process by wrapping the function that does it; compile times from
-jax.monitoring).
+warm (the programs of the first run), at the default settings (float32, packed rows). PyTorch
+(bench/torch_ref.py) runs three times: float32 with dynamic padding on shuffled batches,
+float32 with Trainer's `group_by_length`, and bf16 autocast with `group_by_length`. Ours also
+reports where its time goes (each phase timed in the process by wrapping the function that
+does it; compile times from jax.monitoring).
 """
 
 import argparse
@@ -68,11 +69,12 @@ def child(args) -> None:
         mod = importlib.import_module(module)
         setattr(mod, fn, timed(name, getattr(mod, fn)))
     training._loop = timed("loop", training._loop)
-    compile_s = collections.Counter()
+    compile_s, compiles = collections.Counter(), collections.Counter()
 
     def listen(event, secs, fun_name="", **_):
         if event == "/jax/core/compile/backend_compile_duration":
             compile_s[fun_name.removeprefix("jit(").removesuffix(")")] += secs
+            compiles[fun_name.removeprefix("jit(").removesuffix(")")] += 1
 
     jax.monitoring.register_event_duration_secs_listener(listen)
     config = make_config(args, common.minilm_path(), Path(args.data), Path(args.workdir))
@@ -84,6 +86,7 @@ def child(args) -> None:
                 in_process_s=time.perf_counter() - started,
                 phases={k: [seconds[k], calls[k]] for k in (*PHASES, "loop")},
                 backend_compile_s=dict(compile_s),
+                recompiled={name: n for name, n in compiles.items() if n > 1},
                 epoch_s=summary["seconds_per_epoch"],
                 accuracy=summary["validation"]["accuracy"],
                 trainable=summary["trainable_params"],
@@ -110,6 +113,13 @@ def torch_run(**flags) -> dict:
     return result
 
 
+def _recompiled(run: dict) -> str:
+    """Each program name the backend compiled more than once in the run, as "name ×n"; an
+    eager op (broadcast_in_dim, …) compiles once per shape, so only train_step or eval_step
+    here would be a recompile; "none" when there is none."""
+    return ", ".join(f"{k} ×{n}" for k, n in run["recompiled"].items()) or "none"
+
+
 def breakdown(cold: dict, warm: dict) -> str:
     rows = [["Python start + imports (process wall − in-process + imports)"]]
     for run in (cold, warm):
@@ -132,8 +142,46 @@ def breakdown(cold: dict, warm: dict) -> str:
     rows[-1] += [f"{r['steps_s']:.1f}" for r in (cold, warm)]
     rows.append(["of which backend compiles (all programs)"])
     rows[-1] += [f"{sum(r['backend_compile_s'].values()):.1f}" for r in (cold, warm)]
+    rows.append(["names compiled more than once", *(_recompiled(r) for r in (cold, warm))])
     rows.append(["whole process", *(f"**{r['wall_s']:.1f}**" for r in (cold, warm))])
     return common.table(["phase (s)", "cold cache", "warm cache"], rows)
+
+
+TORCH_SIDES = (
+    "PyTorch f32 dynamic padding",
+    "PyTorch f32 group_by_length",
+    "PyTorch bf16 autocast group_by_length",
+)
+
+
+def side_by_side(cold: dict, warm: dict, torch_sides: tuple) -> str:
+    """The table of ours (cold, warm) beside each PyTorch run, with each PyTorch run's wall
+    time over ours (above 1: ours is faster)."""
+    sides = (cold, warm, *torch_sides)
+
+    def per_real(x):
+        return f"{x['computed_tokens'] / x['real_tokens']:.2f}"
+
+    rows = [
+        ["whole process s", *(f"{x['wall_s']:.1f}" for x in sides)],
+        ["epoch s (train loop)", *(f"{x['epoch_s']:.1f}" for x in sides)],
+        [
+            "torch s / ours s, cold",
+            "",
+            "",
+            *(f"{x['wall_s'] / cold['wall_s']:.2f}x" for x in torch_sides),
+        ],
+        [
+            "torch s / ours s, warm",
+            "",
+            "",
+            *(f"{x['wall_s'] / warm['wall_s']:.2f}x" for x in torch_sides),
+        ],
+        ["dev accuracy", *(f"{x['accuracy']:.4f}" for x in sides)],
+        ["computed / real tokens", per_real(cold), "", *(per_real(x) for x in torch_sides)],
+        ["trainable params", *(f"{x['trainable']:,}" for x in sides)],
+    ]
+    return common.table(["", "ours cold", "ours warm", *TORCH_SIDES], rows)
 
 
 def main():
@@ -173,37 +221,14 @@ def main():
         )
         dynamic = torch_run(**flags)
         grouped = torch_run(**flags, group_by_length=1)
+        autocast = torch_run(**flags, group_by_length=1, dtype="bfloat16")
     cold["computed_tokens"], cold["real_tokens"] = computed, real
-
-    def per_real(x):
-        return f"{x['computed_tokens'] / x['real_tokens']:.2f}"
-
-    sides = (cold, warm, dynamic, grouped)
-    rows = [
-        ["whole process s", *(f"{x['wall_s']:.1f}" for x in sides)],
-        ["epoch s (train loop)", *(f"{x['epoch_s']:.1f}" for x in sides)],
-        [
-            "torch s / ours s, cold",
-            "",
-            "",
-            *(f"{x['wall_s'] / cold['wall_s']:.2f}x" for x in sides[2:]),
-        ],
-        [
-            "torch s / ours s, warm",
-            "",
-            "",
-            *(f"{x['wall_s'] / warm['wall_s']:.2f}x" for x in sides[2:]),
-        ],
-        ["dev accuracy (872)", *(f"{x['accuracy']:.4f}" for x in sides)],
-        ["computed / real tokens", per_real(cold), "", per_real(dynamic), per_real(grouped)],
-        ["trainable params", *(f"{x['trainable']:,}" for x in sides)],
-    ]
-    headers = ["", "ours cold", "ours warm", "PyTorch dynamic", "PyTorch group_by_length"]
     text = (
         f"SST-2 {args.train_examples} train examples, 1 epoch, method {args.method}, MiniLM-L6, "
-        f"batch {args.batch}, lr {args.lr}, packed rows (ours). Whole process, one run each, "
-        f"one after the other.\n\n{common.table(headers, rows)}\n\nWhere our time goes:\n\n"
-        f"{breakdown(cold, warm)}"
+        f"batch {args.batch}, lr {args.lr}; ours at the default settings (float32, packed "
+        f"rows). Whole process, one run each, one after the other.\n\n"
+        f"{side_by_side(cold, warm, (dynamic, grouped, autocast))}\n\n"
+        f"Where our time goes:\n\n{breakdown(cold, warm)}"
     )
     common.report(f"Whole run: ours vs PyTorch ({args.method})", text, dynamic, args.markdown)
 

@@ -1,6 +1,10 @@
 """plot_curves: its axes hold the records (limits and lines read from the figure), the PNG has
 the train line where it belongs; a short run with one evaluation still reads."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import matplotlib.image as mpimg
 import numpy as np
 
@@ -139,3 +143,23 @@ def test_short_run_with_one_evaluation(tmp_path):
         ),
     ]
     _check_png(plot_curves(records, tmp_path / "curves.png", title="tiny"))
+
+
+def test_start_up_imports_no_matplotlib_and_plots_need_no_pyplot(tmp_path):
+    """Issue #25: a command's start-up does not pay for matplotlib (imported by the plotting
+    functions), and a plot is drawn on a bare Figure: PNG written, pyplot never imported (so
+    no backend and no display is ever involved)."""
+    code = (
+        "import sys\n"
+        "import bertjax.train.command\n"
+        "print('matplotlib' in sys.modules)\n"
+        "from bertjax.runs.plots import plot_curves\n"
+        f"plot_curves([dict(step=1, split='train', loss=0.5)], {str(tmp_path / 'c.png')!r})\n"
+        "print('matplotlib' in sys.modules, 'matplotlib.pyplot' in sys.modules)\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[:2] == ["False", "True False"]
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -12,8 +12,8 @@ import math
 import time
 from pathlib import Path
 
-from bertjax.parallel import distributed
 from bertjax import runs
+from bertjax.parallel import distributed
 
 TRAIN_KEYS = ("loss", "lr", "grad_norm", "examples_per_s")
 
