@@ -20,8 +20,8 @@ from typing import Any
 
 import ml_collections
 
-from bertjax.runs import checkpoint
 from bertjax.parallel import distributed
+from bertjax.runs import checkpoint
 
 log = logging.getLogger("bertjax")
 

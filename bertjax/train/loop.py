@@ -24,7 +24,7 @@ from bertjax import runs
 from bertjax.parallel import distributed, sharding
 from bertjax.runs import events
 from bertjax.runs.events import log_record
-from bertjax.train import checks, groups, stopping, teacher
+from bertjax.train import checks, groups, progress, stopping, teacher
 from bertjax.train.build import Setup
 from bertjax.train.evaluate import MODEL_INPUTS, metrics_of
 from bertjax.train.finish import finish
@@ -141,8 +141,9 @@ def run_epoch(plan: Plan, members, run: Progress, writers, stop) -> None:
         smoothing=0.05,
         disable=None,
     )
+    meter = progress.Progress(f"epoch {epoch + 1}", schedule.steps_in_epoch(epoch))  # off a tty
     epoch_start, window, window_start, previous = time.time(), {}, time.time(), None
-    for _ in range(schedule.steps_per_epoch - skip):
+    for done in range(skip + 1, schedule.steps_per_epoch + 1):
         run.state, metrics = take_step(plan, run.state, {s: next(b) for s, b in batches.items()})
         run.step += 1
         step = run.step
@@ -152,6 +153,7 @@ def run_epoch(plan: Plan, members, run: Progress, writers, stop) -> None:
         for key, value in metrics.items():
             window.setdefault(key, []).append(value)
         bar.update(1)
+        meter.update(done, (done - skip) * plan.batches.batch_size)
         stop.at("train", step)
         if schedule.is_log_point(step):
             log_window(plan, members, step, window, time.time() - window_start, writers)
