@@ -14,8 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO / "results" / "runs"
 # What a record may differ in: its run name (the old config file's), the checkpoint folder of
 # the machine that ran it, and where the run folder was (full_2000x2 moved after it ran).
-# data.labels only names the ids (issue #28 set them after these records ran): same computation
-NOT_COMPARED = ("name", "model", "workdir", "data.labels")
+# Fields added after these records ran, at values that leave the computation as it was:
+# data.labels only names the ids (issue #28); model_layers None keeps every layer and
+# distill.teacher None turns distillation off (issue #29).
+NOT_COMPARED = ("name", "model", "workdir", "data.labels", "model_layers", "distill")
 
 
 def test_dataset_config_takes_a_method_and_rate():
