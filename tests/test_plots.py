@@ -1,5 +1,6 @@
 """plot_curves: its axes hold the records (limits and lines read from the figure), the PNG has
-the train line where it belongs; a short run with one evaluation still reads."""
+the train line where it belongs, a short run with one evaluation still reads, each metric has its
+majority-class line, x ends at the last step, values sit in the legend (issue #28)."""
 
 import subprocess
 import sys
@@ -281,3 +282,26 @@ def test_learning_curves_draw_the_same_majority_line(tmp_path, monkeypatch):
     (majority,) = [line for line in axes.get_lines() if line.get_linestyle() == "--"]
     assert majority.get_label() == "majority class (0.550)"
     assert tuple(majority.get_ydata()) == (0.55, 0.55)
+
+
+def test_a_run_draws_its_validation_baseline_to_its_last_step(
+    tmp_path, monkeypatch, tiny_bert_vocab_dir, shared_data
+):
+    """finish hands plot_curves summary.json's validation majority baseline and the run's
+    planned steps: 64 training examples in batches of 8, one epoch, 8 steps."""
+    from bertjax.train import finish
+    from bertjax.train import loop as training
+    from tests.conftest import run_config
+
+    calls = []
+    draw = finish.plot_curves
+    monkeypatch.setattr(
+        finish, "plot_curves", lambda *args, **kwargs: calls.append(kwargs) or draw(*args, **kwargs)
+    )
+    config = run_config(tmp_path / "run", tiny_bert_vocab_dir, shared_data / "sst2")
+    summary = training.train(config)
+    (kwargs,) = calls
+    assert kwargs["last_step"] == 64 // 8
+    assert kwargs["baseline"] == summary["majority_baseline"]["validation"]
+    assert set(kwargs["baseline"]) >= {"accuracy"}
+    _check_png(tmp_path / "run" / "curves.png")

@@ -132,8 +132,10 @@ def _draw_metrics(ax, series: dict, baseline: dict) -> None:
         if baseline.get(name) is not None:
             majority_line(ax, baseline[name], color=line.get_color())
             values.append(baseline[name])
-    if majority_lines(ax):
-        handles.append((majority_lines(ax)[0], "majority class (dashed)"))
+    if majority_lines(ax):  # one grey entry stands for the lines of every colour
+        from matplotlib.lines import Line2D
+
+        handles.append((Line2D([], [], color="gray", linestyle="--"), "majority class (dashed)"))
     ax.set(xlabel="step", title="validation")
     if values:
         ax.set_ylim(*padded_limits(values))
