@@ -48,74 +48,112 @@ def validation_series(records: list[dict]) -> dict[str, list[tuple[int, float]]]
     }
 
 
-def plot_curves(records: list[dict], out_png: Path, title: str = "") -> Path:
-    """Left: train loss at every logged step (and validation loss). Right: validation
-    metrics at every evaluation, x in steps like the left panel, each point annotated with
-    its value so a run with one evaluation is still read at a glance.
-
-    records: metrics.jsonl lines, each with step, epoch, split ("train" | "validation" |
-    "test"), optional loss and a metrics dict. Works before any validation row exists.
-    """
+def plot_curves(
+    records: list[dict],
+    out_png: Path,
+    title: str = "",
+    *,
+    baseline: dict | None = None,
+    last_step: int | None = None,
+) -> Path:
+    """curves.png of a run (see curves_figure); process 0 alone writes it."""
     out_png = Path(out_png)
     if not distributed.is_primary():  # process 0 alone writes the run folder's files
         return out_png
-    train = [r for r in _rows(records, "train") if r.get("loss") is not None]
-    val = _rows(records, "validation")
-    val_loss = [r for r in val if r.get("loss") is not None]
+    return _save(curves_figure(records, title, baseline=baseline, last_step=last_step), out_png)
 
+
+def curves_figure(
+    records: list[dict],
+    title: str = "",
+    *,
+    baseline: dict | None = None,
+    last_step: int | None = None,
+):
+    """Left: train loss at every logged step (and validation loss). Right: validation
+    metrics at every evaluation, x in steps like the left panel, each metric's best and last
+    value in its legend entry (text on the axes collided once there were a few metrics), and
+    a dashed "majority class" line in the metric's colour for each metric of `baseline`.
+
+    records: metrics.jsonl lines, each with step, epoch, split ("train" | "validation" |
+    "test"), optional loss and a metrics dict. Works before any validation row exists.
+    baseline: {metric: value} of always predicting the majority class (summary.json's
+    majority_baseline["validation"]); last_step: the x axes end there (default: the last
+    record's step).
+    """
     fig = _figure(figsize=(11, 4))
     ax_loss, ax_metric = fig.subplots(1, 2)
-    if train:
-        steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
-        ax_loss.plot(steps, losses, marker="." if len(train) < 50 else None, label="train")
-    if val_loss:
-        ax_loss.plot(
-            [r["step"] for r in val_loss], [r["loss"] for r in val_loss], "o", label="validation"
-        )
-    losses = [r["loss"] for r in train + val_loss]
-    if losses:
-        ax_loss.set_ylim(*padded_limits(losses, lo=0.0))
-        ax_loss.legend()
-    ax_loss.set(xlabel="step", ylabel="loss", title="loss")
-
-    series = validation_series(records)
-    names, values = list(series), []
-    for k, (name, points) in enumerate(series.items()):
-        # shrinking markers of distinct shapes: metrics with equal values stay visible
-        style = dict(marker="osD^v<>ph"[k % 9], markersize=max(10 - 1.5 * k, 3))
-        ax_metric.plot(*zip(*points, strict=True), label=name, **style)
-        values += [y for _, y in points]
-    # each evaluation's values written beside it (all of them while there are few): metrics
-    # with the same value share one label
-    annotated = val if len(val) <= 4 else val[-1:]
-    for r in annotated:
-        same: dict[str, list[str]] = {}
-        for name in names:
-            if name in r.get("metrics", {}):
-                same.setdefault(f"{r['metrics'][name]:.3f}", []).append(name)
-        for text, group in same.items():
-            ax_metric.annotate(
-                f"{' = '.join(group)}: {text}",
-                (r["step"], float(text)),
-                textcoords="offset points",
-                xytext=(8, -3),
-                fontsize="x-small",
-            )
-    ax_metric.set(xlabel="step", title="validation")
-    if values:
-        ax_metric.set_ylim(*padded_limits(values))
-        ax_metric.legend(fontsize="small", loc="upper left")
-    else:
-        ax_metric.text(
-            0.5, 0.5, "no validation yet", ha="center", va="center", transform=ax_metric.transAxes
-        )
-    last_step = max((r["step"] for r in train + val), default=0)
+    _draw_losses(ax_loss, records)
+    _draw_metrics(ax_metric, validation_series(records), baseline or {})
+    if last_step is None:
+        last_step = max((r["step"] for r in records if r.get("split") != "test"), default=0)
     if last_step:
-        ax_loss.set_xlim(0, last_step * 1.05)
-        ax_metric.set_xlim(0, last_step * (1.45 if annotated else 1.05))  # room for labels
+        ax_loss.set_xlim(0, last_step)
+        ax_metric.set_xlim(0, last_step)
     if title:
         fig.suptitle(title)
-    return _save(fig, out_png)
+    return fig
+
+
+def _draw_losses(ax, records: list[dict]) -> None:
+    train = [r for r in _rows(records, "train") if r.get("loss") is not None]
+    val_loss = [r for r in _rows(records, "validation") if r.get("loss") is not None]
+    if train:
+        steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
+        ax.plot(steps, losses, marker="." if len(train) < 50 else None, label="train")
+    if val_loss:
+        # not clipped: a point at the last step sits on the axis' edge
+        steps, losses = [r["step"] for r in val_loss], [r["loss"] for r in val_loss]
+        ax.plot(steps, losses, "o", label="validation", clip_on=False)
+    losses = [r["loss"] for r in train + val_loss]
+    if losses:
+        ax.set_ylim(*padded_limits(losses, lo=0.0))
+        ax.legend()
+    ax.set(xlabel="step", ylabel="loss", title="loss")
+
+
+def value_label(name: str, points: list[tuple[int, float]]) -> str:
+    """A metric's legend entry: its value when it has one point, else its best (highest)
+    value, where, and its last value."""
+    if len(points) == 1:
+        return f"{name}: {points[0][1]:.3f}"
+    best_step, best = max(points, key=lambda p: p[1])
+    return f"{name}: best {best:.3f} @ {best_step}, last {points[-1][1]:.3f}"
+
+
+def _draw_metrics(ax, series: dict, baseline: dict) -> None:
+    values, handles = [], []
+    for k, (name, points) in enumerate(series.items()):
+        # shrinking markers of distinct shapes: metrics with equal values stay visible
+        style = dict(marker="osD^v<>ph"[k % 9], markersize=max(10 - 1.5 * k, 3), clip_on=False)
+        (line,) = ax.plot(*zip(*points, strict=True), label=name, **style)
+        handles.append((line, value_label(name, points)))
+        values += [y for _, y in points]
+        if baseline.get(name) is not None:
+            majority_line(ax, baseline[name], color=line.get_color())
+            values.append(baseline[name])
+    if majority_lines(ax):  # one grey entry stands for the lines of every colour
+        from matplotlib.lines import Line2D
+
+        handles.append((Line2D([], [], color="gray", linestyle="--"), "majority class (dashed)"))
+    ax.set(xlabel="step", title="validation")
+    if values:
+        ax.set_ylim(*padded_limits(values))
+        ax.legend(*zip(*handles, strict=True), fontsize="small", loc="best")
+    else:
+        ax.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=ax.transAxes)
+
+
+MAJORITY_LABEL = "majority class"
+
+
+def majority_line(ax, value: float, color: str = "gray"):
+    """A dashed horizontal line at `value`, the majority class's value of a metric."""
+    return ax.axhline(value, color=color, linestyle="--", linewidth=1, label=MAJORITY_LABEL)
+
+
+def majority_lines(ax) -> list:
+    return [line for line in ax.get_lines() if line.get_label() == MAJORITY_LABEL]
 
 
 def plot_mean_curves(
@@ -132,7 +170,7 @@ def plot_mean_curves(
         (line,) = ax.plot(epochs, mean, marker="o", label=label)
         ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     if baseline is not None and ax.lines:
-        ax.axhline(baseline, color="gray", linestyle="--", label=f"majority class ({baseline:.3f})")
+        majority_line(ax, baseline).set_label(f"{MAJORITY_LABEL} ({baseline:.3f})")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     if ax.lines:
         ax.legend(fontsize="small")

@@ -33,7 +33,14 @@ def finish(run: runs.Run, setup: Setup, frozen, plan: Plan, writer: events.Write
     if summary["warning"] is not None:
         log.warning("%s: %s", run.folder, summary["warning"])
     runs.write_json(run.folder / runs.SUMMARY_FILE, summary)
-    plot_curves(records, run.folder / runs.CURVES_FILE, title=run.config.name)
+    plot_curves(
+        records,
+        run.folder / runs.CURVES_FILE,
+        title=run.config.name,
+        baseline=(summary["majority_baseline"] or {}).get("validation"),
+        # a run stopped early or diverged ends at its last record's step (the default)
+        last_step=plan.schedule.total_steps if run.training else None,
+    )
     return summary
 
 
