@@ -1,5 +1,8 @@
 """Shared fixtures: tiny random HF checkpoints, the real MiniLM checkpoint, shared data."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -23,6 +26,35 @@ def compilation_cache(tmp_path_factory):
 
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(*args, cwd=REPO, env=None, preexec_fn=None) -> subprocess.CompletedProcess:
+    """python <args> in a subprocess (cwd: the repository), env added to this process's."""
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        preexec_fn=preexec_fn,
+    )
+
+
+def one_error(out) -> str:
+    """The single line a failed command prints: exit status 1, no traceback."""
+    assert out.returncode == 1, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    return lines[0]
+
+
+def tsv_rows(n: int) -> str:
+    """n labelled TSV rows (sentence, alternating label 0/1), no header."""
+    return "".join(f"sentence number {i} {'good' if i % 2 else 'bad'}\t{i % 2}\n" for i in range(n))
+
 
 TINY = dict(
     vocab_size=99,

@@ -5,43 +5,19 @@ real files; most errors fire before any weights or data load.
 """
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bertjax.train import checks
 from configs import base, sst2_lora, tiny
+from tests.conftest import one_error as _one_error
+from tests.conftest import run_script as _cli
+from tests.conftest import tsv_rows as _rows
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _cli(*args, cwd=REPO, env=None):
-    return subprocess.run(
-        [sys.executable, *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def _one_error(out) -> str:
-    """The single line a failed command prints: exit status 1, no traceback."""
-    assert out.returncode == 1, (out.returncode, out.stderr)
-    assert "Traceback" not in out.stderr, out.stderr
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
-    return lines[0]
-
-
-def _rows(n: int) -> str:
-    return "".join(f"sentence number {i} {'good' if i % 2 else 'bad'}\t{i % 2}\n" for i in range(n))
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ probabilities) or as a Hugging Face peft adapter (AutoPeftModel gives our logits
 adapter folder as the model of a new run."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +14,11 @@ from bertjax.hub import export, hf_peft
 from bertjax.train import inference
 from bertjax.train import loop as training
 from tests.conftest import run_config
+from tests.conftest import run_script as _cli
 from tests.hf_reference import reference
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["a gripping, funny and moving film", "dull and far too long", "it is a movie"]
-
-
-def _cli(*args):
-    return subprocess.run(
-        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")

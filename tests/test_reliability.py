@@ -12,30 +12,12 @@ from pathlib import Path
 import pytest
 
 from bertjax.train import loop as training
+from tests.conftest import one_error as _one_error
 from tests.conftest import run_config
+from tests.conftest import run_script as _cli
+from tests.conftest import tsv_rows as _rows
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _cli(*args, env=None, preexec_fn=None):
-    return subprocess.run(
-        [sys.executable, *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-        preexec_fn=preexec_fn,
-    )
-
-
-def _one_error(out) -> str:
-    """The single line a failed command prints: exit status 1, no traceback."""
-    assert out.returncode == 1, (out.returncode, out.stderr)
-    assert "Traceback" not in out.stderr, out.stderr
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
-    return lines[0]
 
 
 def _last_error(out) -> str:
@@ -46,10 +28,6 @@ def _last_error(out) -> str:
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert [line for line in lines if line.startswith("error: ")] == lines[-1:], out.stderr
     return lines[-1]
-
-
-def _rows(n: int) -> str:
-    return "".join(f"sentence number {i} {'good' if i % 2 else 'bad'}\t{i % 2}\n" for i in range(n))
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -16,6 +14,7 @@ from bertjax.runs import checkpoint
 from bertjax.train import inference, stopping
 from bertjax.train import loop as training
 from tests.conftest import run_config
+from tests.conftest import run_script as _cli
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_FILES = {
@@ -156,12 +155,6 @@ def _last_trainable(run):
 
 
 # ---- bad input: one-line errors, run folder untouched ----
-
-
-def _cli(*args, cwd=REPO):
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
 
 
 def test_unknown_config_key_is_rejected():
