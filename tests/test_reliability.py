@@ -198,7 +198,9 @@ def test_f1_with_three_classes_is_refused_before_the_first_step(tmp_path, tiny_b
 def _gzip(text: str) -> bytes:
     import gzip
 
-    return gzip.compress(text.encode())
+    # mtime=0: the bytes (and so the test ids pytest-xdist workers compare) never depend on
+    # the second each worker collects in
+    return gzip.compress(text.encode(), mtime=0)
 
 
 def _zip(text: str) -> bytes:
@@ -207,7 +209,7 @@ def _zip(text: str) -> bytes:
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("train.tsv", text)
+        archive.writestr(zipfile.ZipInfo("train.tsv", date_time=(2026, 1, 1, 0, 0, 0)), text)
     return buffer.getvalue()
 
 
