@@ -45,7 +45,8 @@ def save(folder: Path, tree, meta: dict) -> None:
         if primary:
             (fresh / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     except Exception as err:  # noqa: BLE001 - Orbax/TensorStore raise ValueError, OSError, …
-        _close(checkpointer)  # its threads would print "Event loop is closed" at exit
+        _close(checkpointer)
+        _silence_closed_loop_callbacks()
         if primary:
             shutil.rmtree(fresh, ignore_errors=True)
         # Orbax's abandoned write tasks would log their copy of the error at exit.
@@ -89,6 +90,32 @@ def _orbax_errors_muted():
     finally:
         absl.setLevel(level)
         sys.unraisablehook, sys.excepthook = hook, excepthook
+
+
+def _is_closed_loop(exc: BaseException | None) -> bool:
+    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+def _silence_closed_loop_callbacks() -> None:
+    """After a failed save, TensorStore's callbacks for writes still in flight find Orbax's
+    event loop closed, at any later moment until the process exits, and print "Event loop
+    is closed" tracebacks through sys.excepthook (from the C callback) or as unraisable
+    exceptions. From then on those, and only those, are dropped; every other error is still
+    printed by the hooks that were there."""
+    excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+    if getattr(excepthook, "drops_closed_loop", False):
+        return
+
+    def quiet_excepthook(kind, value, traceback):
+        if not _is_closed_loop(value):
+            excepthook(kind, value, traceback)
+
+    def quiet_unraisablehook(unraisable):
+        if not _is_closed_loop(unraisable.exc_value):
+            unraisablehook(unraisable)
+
+    quiet_excepthook.drops_closed_loop = True
+    sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
 
 
 def _reason(err: Exception) -> str:
