@@ -1,7 +1,9 @@
 """Knowledge distillation (issue #29): compact students, the distillation loss, teacher outputs."""
 
 import json
+from types import SimpleNamespace
 
+import datasets
 import jax
 import numpy as np
 import pytest
@@ -9,7 +11,9 @@ import torch
 
 import bertjax
 import peft
+from bertjax.data.batching import SOFT_TARGETS
 from bertjax.hub import pretrained
+from bertjax.train import finish
 from tests.conftest import TINY, TINY_DISTILBERT, TINY_ELECTRA
 
 KEEP = (0, 2)  # of 4 layers: DistilBERT's "one layer out of two"
@@ -613,3 +617,17 @@ def test_a_teacher_of_other_classes_is_refused_before_it_loads(teacher_dir, tmp_
     monkeypatch.setattr(teacher_, "load_teacher", lambda source: pytest.fail("teacher loaded"))
     with pytest.raises(ValueError, match=r"'positive'\], but the data has 2: \['bad'"):
         teacher_.soft_train_set(config, splits["train"], names, tokenizer, tmp_path / "cache")
+
+
+def test_the_majority_class_of_transfer_texts_is_the_teachers_most_frequent_prediction():
+    """distill.transfer texts carry placeholder labels (0): the did-not-learn baseline's
+    majority class is the teacher's most frequent prediction on them instead."""
+    train = datasets.Dataset.from_dict(
+        {"label": [0, 0, 0], SOFT_TARGETS: [[0.0, 2.0], [1.0, 3.0], [4.0, 0.0]]}
+    )
+    validation = datasets.Dataset.from_dict({"label": [1, 1, 0]})
+    setup = SimpleNamespace(
+        splits={"train": train, "validation": validation}, model=SimpleNamespace(num_labels=2)
+    )
+    assert finish.baselines(setup, transfer=True)["validation"]["accuracy"] == pytest.approx(2 / 3)
+    assert finish.baselines(setup)["validation"]["accuracy"] == pytest.approx(1 / 3)

@@ -151,3 +151,43 @@ def test_run_trains_each_sweep_into_the_study_folder(tmp_path, tiny_bert_vocab_d
     assert (
         out / "tiny_sst2/bitfit/batch_size=8,seed=1" / runs.SUMMARY_FILE
     ).stat().st_mtime_ns == stamp
+
+
+def test_a_student_sweep_distils_from_the_teacher_sweep_declared_before_it(
+    tmp_path, tiny_bert_vocab_dir, shared_data
+):
+    """catalog.PLACES: a student sweep's distill.teacher names the run of the study's teacher
+    sweep ({study_out}) and its transfer texts a file under the data root ({data_root})."""
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "sst2").symlink_to(shared_data / "sst2")
+    (root / "texts.txt").write_text("a gem of a film\na dull mess\nfine\nbad\n" * 4)
+    tiny = {
+        "data.splits.validation": "dev",
+        "data.max_length": 8,
+        "data.max_train_examples": 16,
+        "data.max_eval_examples": 16,
+        "train.epochs": 1,
+    }
+    batch = (("train.batch_size", (8,)),)
+    soft = {
+        "distill.teacher": "{study_out}/teacher/batch_size=8,seed=1",
+        "distill.alpha": 0.0,
+        "distill.transfer": "{data_root}/texts.txt",
+        "model_layers": (0,),
+    }
+    sweeps = (
+        catalog.Sweep("teacher", "full", 1e-3, batch, (1,)),
+        catalog.Sweep("student", "full", 1e-3, batch, (1,), soft),
+    )
+    study = catalog.Study("tiny_distill", "t", ("accuracy",), "p", "sst2", "sst2", tiny, sweeps)
+    out = tmp_path / "out"
+    planned = runner.plan(study, out, str(root), str(tiny_bert_vocab_dir), root=REPO)
+    assert runner.run(planned) == 0
+    student = out / "tiny_distill" / "student" / "batch_size=8,seed=1"
+    saved = json.loads((student / runs.CONFIG_FILE).read_text())
+    assert saved["distill"]["teacher"] == str(out / "tiny_distill/teacher/batch_size=8,seed=1")
+    assert saved["distill"]["transfer"] == f"{root}/texts.txt"
+    summary = json.loads((student / runs.SUMMARY_FILE).read_text())
+    assert summary["train_examples"] == 16  # the transfer file's texts
+    assert summary["eval_examples_per_s"] > 0  # the test split's evaluation, timed

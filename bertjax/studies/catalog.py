@@ -26,6 +26,10 @@ MODEL_TITLE = "MiniLM-L6-H384"
 FULL_LR = 1e-4  # MiniLM's full fine-tuning rate (bench/RESULTS.md's SST-2 sweep)
 POOLER = {"peft.modules_to_save": ("bert/pooler",)}  # MiniLM's untrained pooler trains too
 COMMON = {"train.log_every": 10}
+# Placeholders a sweep's string overrides may hold, filled in when the study runs: the
+# study's output folder (<out>/<study>, where an earlier sweep's runs are, e.g. a teacher)
+# and the data root.
+PLACES = ("{study_out}", "{data_root}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +43,7 @@ class Sweep:
     lr: float | None
     grid: tuple
     seeds: tuple | None = None
-    overrides: dict = dataclasses.field(default_factory=dict)
+    overrides: dict = dataclasses.field(default_factory=dict)  # str values: see PLACES
 
     @property
     def vectorize(self) -> bool:
@@ -93,6 +97,32 @@ RESTAURANTS_PUBLISHED = (
     "Published, full fine-tuning of RoBERTa-base (125M parameters): about 0.86-0.87 test "
     "accuracy and 0.78-0.81 macro-F1"
 )
+
+
+DISTILL_SST2 = {  # as sst2_rank: 5,000 labelled sentences, 2 epochs; dev 872, test 1,821
+    "data.splits.validation": "dev",
+    "data.max_train_examples": 5000,
+    "train.epochs": 2,
+    "train.eval_every": 78,
+}
+TEACHER = "{study_out}/teacher/batch_size=32,seed=1"  # the teacher sweep's one run
+TRANSFER = {  # all 67,349 training sentences, labels unused, 1 epoch (2,105 steps)
+    "distill.transfer": "{data_root}/sst2",
+    "train.epochs": 1,
+    "train.eval_every": 210,
+}
+
+
+def students(layers: tuple, name: str) -> tuple:
+    """A compact student made of MiniLM's `layers`, fully fine-tuned three ways: on the 5,000
+    labels, distilled on the same 5,000 texts, distilled on the 67k transfer texts."""
+    kept = {"model_layers": layers}
+    soft = {**kept, "distill.teacher": TEACHER, "distill.alpha": 0.0}
+    return (
+        Sweep(f"{name}_labels", "full", FULL_LR, BATCH32, SEEDS3, kept),
+        Sweep(f"{name}_distill", "full", FULL_LR, BATCH32, SEEDS3, soft),
+        Sweep(f"{name}_transfer", "full", FULL_LR, BATCH32, SEEDS3, {**soft, **TRANSFER}),
+    )
 
 
 def _imdb_grid(lrs, batch_sizes) -> tuple:
@@ -226,6 +256,25 @@ STUDIES = (
                 {"data.max_train_examples": 2000, "train.epochs": 2, "train.eval_every": None},
             ),
         ),
+    ),
+    Study(
+        "distill_sst2",
+        "SST-2 distillation: MiniLM-L6 teacher into 3- and 2-layer students taken from MiniLM, "
+        "on labels, on the teacher's predictions, and on 67k transfer texts",
+        ("accuracy",),
+        "Published (Turc et al., 2019, BERT miniatures): pre-trained distillation, a compact "
+        "pretrained model trained on a fine-tuned teacher's predictions over many unlabelled "
+        "in-domain texts, beats fine-tuning it on the labels alone. Here the teacher is "
+        "MiniLM-L6 fully fine-tuned on 5,000 labelled sentences; each student keeps MiniLM's "
+        "layers (0, 2, 4) or (0, 3) and is fully fine-tuned (a) on those 5,000 labels, "
+        "(b) distilled on the same 5,000 texts (distill.alpha=0, T=2), (c) distilled on all "
+        "67,349 training sentences, their labels unused; 3 seeds each.",
+        "sst2",
+        "sst2",
+        DISTILL_SST2,
+        (Sweep("teacher", "full", FULL_LR, BATCH32, (1,)),)
+        + students((0, 2, 4), "L3")
+        + students((0, 3), "L2"),
     ),
 )
 BY_NAME = {study.name: study for study in STUDIES}

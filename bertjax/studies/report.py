@@ -26,7 +26,8 @@ METHOD_ORDER = ("full", "head", "bitfit", "lora", "dora", "ia3", "adapter")
 # peft.<section>.* settings each method reads (dora reads peft.lora)
 SECTIONS = {"dora": "lora"}
 METRIC_ORDER = ("accuracy", "macro_f1", "micro_f1", "f1", "mcc", "pearson", "spearman", "mse")
-FIELDS = ("seconds_per_epoch", "examples_per_s", "peak_memory_mb")  # summary speed and memory
+# summary.json's speed and memory (eval_examples_per_s: runs finished since issue #29)
+FIELDS = ("seconds_per_epoch", "examples_per_s", "peak_memory_mb", "eval_examples_per_s")
 DASH = "–"
 
 
@@ -201,6 +202,8 @@ def markdown(groups: list[dict], metrics: list[str] | None = None) -> str:
         head = ["model", "method"] + ["settings"] * has_settings + ["n", "trainable params"]
         head += [f"validation {m}" for m in shown] + [f"test {m}" for m in shown]
         head += ["s/epoch", "examples/s", "peak memory MB"]
+        timed_eval = any(g["stats"]["eval_examples_per_s"][2] for g in same)
+        head += ["eval examples/s"] * timed_eval
         baseline = _majority(same)
         margin_split = "test" if baseline and "test" in baseline else "validation"
         if baseline and shown:
@@ -214,6 +217,7 @@ def markdown(groups: list[dict], metrics: list[str] | None = None) -> str:
             row += [fmt(*g["metrics"].get(("test", m), none)[:2]) for m in shown]
             row += [fmt(*st["seconds_per_epoch"][:2], 1), fmt(*st["examples_per_s"][:2], 0)]
             row += [fmt(*st["peak_memory_mb"][:2], 0)]
+            row += [fmt(*st["eval_examples_per_s"][:2], 0)] * timed_eval
             if baseline and shown:
                 mean, std, _ = g["metrics"].get((margin_split, shown[0]), none)
                 row.append(_margin(mean, std, baseline[margin_split].get(shown[0])))

@@ -52,11 +52,17 @@ def config_spec(study: Study, sweep: Sweep) -> str:
     return f"configs/{study.dataset}.py:{arg}"
 
 
-def sweep_fields(study: Study, sweep: Sweep, data_root: str, model: str) -> dict:
+def sweep_fields(study: Study, sweep: Sweep, data_root: str, model: str, out: Path) -> dict:
     """The fields set over the dataset config, in order: model and data paths, the study's
-    settings, the sweep's overrides."""
+    settings, the sweep's overrides (their catalog.PLACES filled in: `out`/<study>, the
+    data root)."""
     paths = {"model": model, "data.path": f"{data_root}/{study.data}"}
-    return {**paths, **catalog.COMMON, **study.settings, **sweep.overrides}
+    places = dict(study_out=str(Path(out) / study.name), data_root=data_root)
+    overrides = {
+        key: value.format(**places) if isinstance(value, str) else value
+        for key, value in sweep.overrides.items()
+    }
+    return {**paths, **catalog.COMMON, **study.settings, **overrides}
 
 
 def plan(
@@ -82,7 +88,7 @@ def plan(
         spec = config_spec(study, declared)
         config = load_config(spec, root)
         config.update_from_flattened_dict(
-            sweep_fields(study, declared, data_root or study.data_root, model)
+            sweep_fields(study, declared, data_root or study.data_root, model, out)
         )
         workdir = Path(out) / study.name / declared.folder
         chosen = seeds if seeds and declared.seeds else declared.seeds
@@ -99,7 +105,7 @@ def _flag_value(value) -> str:
 
 def command_line(study: Study, item: Planned, data_root: str, model: str) -> str:
     """The sweep.py command equal to one planned sweep (what the Makefile used to spell out)."""
-    fields = sweep_fields(study, item.sweep, data_root, model)
+    fields = sweep_fields(study, item.sweep, data_root, model, item.workdir.parent.parent)
     words = ["python sweep.py --config", shlex.quote(item.spec)]
     words += [f"--config.{key}={_flag_value(value)}" for key, value in fields.items()]
     words += [f"--grid {key}={','.join(map(format_value, vs))}" for key, vs in item.grid.items()]

@@ -1,12 +1,14 @@
 """Finishing a run: test metrics of its best checkpoint, summary.json and curves.png."""
 
 import logging
+import time
 
 import jax
 import numpy as np
 
 import peft
 from bertjax import data, runs
+from bertjax.data.batching import SOFT_TARGETS
 from bertjax.runs import events
 from bertjax.runs.events import log_record
 from bertjax.runs.plots import plot_curves
@@ -30,6 +32,7 @@ def finish(run: runs.Run, setup: Setup, frozen, plan: Plan, writer: events.Write
     test_metrics = None if record is None else record["metrics"]
     records = runs.read_metrics(run.folder)
     summary = summary_of(run, setup, test_metrics, records, plan.peak_memory_mb)
+    summary["eval_examples_per_s"] = None if record is None else record["examples_per_s"]
     if summary["warning"] is not None:
         log.warning("%s: %s", run.folder, summary["warning"])
     runs.write_json(run.folder / runs.SUMMARY_FILE, summary)
@@ -52,11 +55,15 @@ def record_on_test(run: runs.Run, setup: Setup, trainable, frozen, plan: Plan) -
         return None
     num_labels = setup.model.num_labels
     stacked = jax.tree_util.tree_map(lambda x: x[None], trainable)
+    start = time.perf_counter()
     logits = plan.evaluator.logits(stacked, frozen, test, num_labels, desc="test")
+    seconds = time.perf_counter() - start
     metrics = metrics_of(logits, np.asarray(test["label"]), num_labels)
     loss = metrics.pop("loss")
     step = run.status.best["step"]
-    return log_record(step, plan.schedule.epoch(step), "test", loss, metrics, None, run)
+    # the test record's speed: evaluation's, its programs compiled by the validation ones
+    speed = round(len(test) / seconds, 1)
+    return log_record(step, plan.schedule.epoch(step), "test", loss, metrics, speed, run)
 
 
 def summary_of(run: runs.Run, setup: Setup, test_metrics, records: list, peak_memory_mb) -> dict:
@@ -82,7 +89,7 @@ def summary_of(run: runs.Run, setup: Setup, test_metrics, records: list, peak_me
         examples_per_s=round(float(np.median(speeds)), 1) if speeds else None,
         peak_memory_mb=peak_memory_mb,
         stopped_early=status.stopped,
-        majority_baseline=baselines(setup),
+        majority_baseline=baselines(setup, transfer=_distils_on_transfer(config)),
     )
     summary["warning"] = did_not_learn(summary)
     return summary
@@ -105,11 +112,22 @@ def did_not_learn(summary: dict) -> str | None:
     )
 
 
-def baselines(setup: Setup) -> dict | None:
-    """majority_baseline of the run's labelled validation and test splits."""
+def _distils_on_transfer(config) -> bool:
+    distill = config.get("distill")
+    return bool(distill and distill.get("transfer"))
+
+
+def baselines(setup: Setup, transfer: bool = False) -> dict | None:
+    """majority_baseline of the run's labelled validation and test splits; the majority
+    class is the train split's (of distill.transfer texts, which have no labels: the
+    teacher's most frequent prediction)."""
     labelled = {
         name: np.asarray(setup.splits[name]["label"])
         for name in ("validation", "test")
         if setup.splits.get(name) is not None and data.has_labels(setup.splits[name])
     }
-    return majority_baseline(setup.splits["train"]["label"], labelled, setup.model.num_labels)
+    train = setup.splits["train"]
+    train_labels = train["label"]
+    if transfer and setup.model.num_labels > 1:
+        train_labels = np.argmax(np.asarray(train[SOFT_TARGETS]), axis=-1)
+    return majority_baseline(train_labels, labelled, setup.model.num_labels)
