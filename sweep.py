@@ -64,6 +64,8 @@ def main(argv):
         print(f"interrupted; re-run the same command to resume ({result['report']} so far)")
         sys.exit(result["interrupted"])
     print(result["report"])
+    if result["failed"]:
+        cli.fail(f"{len(result['failed'])} run(s) failed, the others finished: {result['report']}")
 
 
 if __name__ == "__main__":

@@ -192,6 +192,41 @@ def test_f1_with_three_classes_is_refused_before_the_first_step(tmp_path, tiny_b
     )
 
 
+# ---- 6: a run that could never train; a sweep goes on past a cell that cannot run ---------
+
+SMALL_SPLIT = (
+    "the train split has 32 examples, fewer than one batch (train.batch_size=64): no train "
+    "step would run; lower train.batch_size or give more training data"
+)
+
+
+def test_a_train_split_smaller_than_one_batch_is_refused_at_start(
+    tmp_path, tiny_bert_vocab_dir, data_dir
+):
+    """Once it ended "no checkpoints/best; re-run the same command to finish", forever."""
+    run = tmp_path / "run"
+    out = _cli(*_train_args(tiny_bert_vocab_dir, data_dir, run, "--config.train.batch_size=64"))
+    assert _last_error(out) == f"error: {SMALL_SPLIT}"
+    assert not run.exists()
+
+
+def test_a_sweep_finishes_its_other_cells_and_lists_the_failed_one(
+    tmp_path, tiny_bert_vocab_dir, data_dir
+):
+    """Once the failing cell aborted the cells after it and no report was written."""
+    folder = tmp_path / "sweep"
+    args = _train_args(tiny_bert_vocab_dir, data_dir, tmp_path / "unused")
+    args[0] = "sweep.py"
+    out = _cli(*args, "--grid", "train.batch_size=64,8", "--workdir", folder)
+    report = folder / "sweep.md"
+    assert _last_error(out) == (f"error: 1 run(s) failed, the others finished: {report}")
+    assert (folder / "batch_size=8" / "summary.json").is_file()  # the cell after the failure
+    assert not (folder / "batch_size=64").exists()
+    text = report.read_text()
+    assert f"- `batch_size=64`: {SMALL_SPLIT}" in text
+    assert "| 64 | – | 0/1 (failed) |" in text
+
+
 # ---- 10: bad data files -------------------------------------------------------------------
 
 

@@ -118,7 +118,10 @@ def command_line(study: Study, item: Planned, data_root: str, model: str) -> str
 
 def run(planned: list[Planned]) -> int:
     """Runs the planned sweeps in order (finished cells are skipped, a stopped one resumes);
-    returns 0, or the exit status of an interrupted sweep (the rest are not started)."""
+    returns 0; 1 when a run failed (the other runs and sweeps still ran; each sweep.md
+    lists its failed runs); or the exit status of an interrupted sweep (the rest are not
+    started)."""
+    failed = 0
     for item in planned:
         result = sweep.run_sweep(
             item.config, item.grid, item.seeds, item.workdir, item.sweep.vectorize
@@ -126,4 +129,5 @@ def run(planned: list[Planned]) -> int:
         print(result["report"])
         if result["interrupted"]:
             return result["interrupted"]
-    return 0
+        failed += len(result["failed"])
+    return 1 if failed else 0

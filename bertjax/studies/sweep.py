@@ -137,6 +137,9 @@ def run_sweep(
 ) -> dict:
     """Runs every unfinished cell, then writes the report; returns its summary.
 
+    A cell that cannot run (its config or data refused with a one-line error) is marked
+    failed in the report, with the error, and the other cells still run: summary["failed"].
+
     The sweep folder is `workdir`, else config.workdir, else runs/<config.name>_sweep.
 
     Finished cells (summary.json) are skipped and a half-finished one resumes from its
@@ -157,9 +160,16 @@ def run_sweep(
     for cell in todo:  # one group per cell, or per group_key with --vectorize
         key = groups.group_key(cell.config) if vectorize else cell.name
         batches.setdefault(key, []).append(cell)
-    failed, interrupted = {}, None
+    failed, reasons, interrupted = {}, {}, None
     for members in batches.values():
-        results = training.train_runs([c.config for c in members], max_members=max_members)
+        try:
+            results = training.train_runs([c.config for c in members], max_members=max_members)
+        except (ValueError, OSError) as err:  # these cells cannot run; the others still do
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            log.error("sweep %s: %s failed: %s", folder, ", ".join(c.name for c in members), reason)
+            failed.update({c.name: "failed" for c in members})
+            reasons.update({c.name: reason for c in members})
+            continue
         for cell, result in zip(members, results, strict=True):
             if "diverged_at" in result:
                 failed[cell.name] = "diverged"
@@ -167,6 +177,7 @@ def run_sweep(
         if interrupted:
             break
     folder.mkdir(parents=True, exist_ok=True)
-    summary = sweep_report.write_sweep_report(folder, config, grid, seeds, cells, failed)
+    summary = sweep_report.write_sweep_report(folder, config, grid, seeds, cells, failed, reasons)
     summary["interrupted"] = interrupted
+    summary["failed"] = reasons  # cell name -> the one-line error that stopped it
     return summary

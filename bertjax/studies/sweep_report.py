@@ -137,9 +137,12 @@ def _point_rows(points: list[dict], winner) -> list[list[str]]:
     return rows
 
 
-def write_sweep_report(folder: Path, config, grid: dict, seeds, cells: list, failed=None) -> dict:
+def write_sweep_report(
+    folder: Path, config, grid: dict, seeds, cells: list, failed=None, reasons=None
+) -> dict:
     """sweep.md, sweep.csv and heatmap.png in folder; returns {"report", "winner"} with the
-    winner's point and numbers (None before any run finished)."""
+    winner's point and numbers (None before any run finished). failed: cell name -> status
+    ("diverged", "failed"); reasons: cell name -> the error of a failed one (listed)."""
     metric = config.train.select_metric
     rows = collect(cells, metric, failed)
     points = aggregate(rows)
@@ -171,6 +174,9 @@ def write_sweep_report(folder: Path, config, grid: dict, seeds, cells: list, fai
         more, numbers = _winner_lines(winner, points, keys, metric)
         lines += more
         result["winner"] = dict(point=dict(zip(grid, winner["point"], strict=True)), **numbers)
+    if reasons:
+        lines += ["", "## Failed runs", ""]
+        lines += [f"- `{name}`: {reason}" for name, reason in reasons.items()]
     (folder / REPORT_FILE).write_text("\n".join(lines) + "\n")
     label = f"validation {metric}" + (f", mean over {n_seeds} seeds" if n_seeds > 1 else "")
     heatmap(points, grid, winner, label, folder / HEATMAP_FILE)

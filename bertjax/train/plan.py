@@ -75,9 +75,16 @@ def schedule_of(steps_per_epoch: int, tc, accumulate: int = 1) -> Schedule:
 
 
 def check_accumulation(config, train_set) -> None:
-    """Refuses an optim.accumulate larger than the run's steps (no update would complete);
-    warns of a partial last accumulation, whose micro-steps' gradients are never applied."""
+    """Refuses a train split smaller than one batch and an optim.accumulate larger than the
+    run's steps (no update would complete); warns of a partial last accumulation, whose
+    micro-steps' gradients are never applied."""
     steps_per_epoch = batching.num_train_batches(train_set, config.train.batch_size)
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"the train split has {len(train_set)} examples, fewer than one batch "
+            f"(train.batch_size={config.train.batch_size}): no train step would run; lower "
+            "train.batch_size or give more training data"
+        )
     schedule = schedule_of(steps_per_epoch, config.train, config.optim.accumulate)
     total, every = schedule.total_steps, schedule.accumulate
     if total < every:
