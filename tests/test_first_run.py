@@ -97,3 +97,22 @@ def test_progress_lines_every_few_seconds_with_speed_and_eta(caplog):
     )
     silent = progress.Progress("x", 2, every_s=0, enabled=False, clock=lambda: now[0])
     assert silent.update(1, 1) is None
+
+
+def test_a_run_given_its_folder_is_named_after_it():
+    """Issue #28: a run trained into --config.workdir=runs/reviews from configs/sst2.py was
+    still called "sst2" in its summary and plot."""
+    from bertjax.train.command import name_after_workdir
+    from configs import sst2
+
+    config = sst2.get_config()
+    config.workdir = "runs/reviews"  # as the flags below set it
+    name_after_workdir(config, ["--config=configs/sst2.py", "--config.workdir=runs/reviews"])
+    assert config.name == "reviews"
+    config = sst2.get_config()
+    config.workdir = "runs/reviews"
+    name_after_workdir(config, ["--config.workdir=runs/reviews", "--config.name=mine"])
+    assert config.name == "sst2"  # --config.name named it: the file's (or the flag's) name
+    config = sst2.get_config()
+    name_after_workdir(config, ["--config=configs/sst2.py"])
+    assert config.name == "sst2"  # no folder given: runs/sst2

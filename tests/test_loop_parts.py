@@ -50,6 +50,24 @@ def test_schedule_counts_steps_and_default_log_every():
     assert Schedule(100, 250, 5).steps_in_epoch(2) == 50  # the last epoch is cut short
 
 
+def test_a_short_run_evaluates_a_few_times_by_default():
+    """Without eval_every: each epoch's end, and 4 evaluations a run where that is fewer
+    (issue #28: a 1-epoch run's curve had one validation point), unless the run is too short
+    to leave 5 steps between them."""
+
+    def points(steps_per_epoch, total, **tc):
+        schedule = schedule_of(steps_per_epoch, _tc(epochs=1, max_steps=total, **tc))
+        return [s for s in range(total + 1) if schedule.is_eval_point(s)]
+
+    assert points(62, 62) == [16, 32, 48, 62]  # the demo: 2,000 sentences, batch 32
+    assert points(156, 312) == [78, 156, 234, 312]  # 2 epochs
+    assert points(100, 400) == [100, 200, 300, 400]  # 4 epochs: their ends are enough
+    assert points(100, 1000) == list(range(100, 1001, 100))
+    assert points(16, 16) == [16]  # 4 steps apart: too short
+    assert points(20, 20) == [5, 10, 15, 20]
+    assert points(62, 62, eval_every=40) == [40, 62]  # as set
+
+
 def test_eval_points_are_epoch_ends_the_last_step_and_every_eval_every():
     schedule = Schedule(steps_per_epoch=100, total_steps=250, log_every=5, eval_every=30)
     points = [s for s in range(0, 251) if schedule.is_eval_point(s)]

@@ -11,7 +11,7 @@ from ml_collections.config_dict import FieldReference, placeholder
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.name = "base"  # run name; the default workdir is runs/<name>
+    config.name = "base"  # run name (train.py: a given workdir's name); workdir: runs/<name>
     config.model = "bert-base-uncased"  # local folder or hub id
     config.model_layers = placeholder(
         tuple
@@ -72,7 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
     t.batch_size = 32  # examples per step, divisible by the device count
     t.epochs = 3  # passes over the training data
     t.max_steps = placeholder(int)  # stop after this many micro-steps (None: all epochs)
-    t.eval_every = placeholder(int)  # also evaluate every N steps (None: once per epoch)
+    t.eval_every = placeholder(int)  # also evaluate every N steps (None: each epoch, ≥ 4 a run)
     t.log_every = placeholder(int)  # steps between train-loss records; None: ~20 per epoch, ≤ 50
     t.seed = 0  # data order, subsets, new weights and dropout
     t.select_metric = "accuracy"  # validation metric that picks the best checkpoint

@@ -66,12 +66,30 @@ class Schedule:
         return self.is_epoch_end(step) or bool(self.eval_every and step % self.eval_every == 0)
 
 
+# Without train.eval_every a run evaluates at each epoch's end and, when that is fewer than
+# this many times, as often as this over the run (a learning curve with a few points), for
+# runs long enough to leave MIN_EVAL_GAP steps between evaluations.
+MIN_EVALS, MIN_EVAL_GAP = 4, 5
+
+
+def default_eval_every(steps_per_epoch: int, total_steps: int) -> int | None:
+    """None (each epoch's end is enough) or the steps between evaluations that give a
+    default run MIN_EVALS of them."""
+    epoch_ends = math.ceil(total_steps / max(steps_per_epoch, 1))
+    gap = math.ceil(total_steps / MIN_EVALS)
+    if epoch_ends >= MIN_EVALS or gap < MIN_EVAL_GAP:
+        return None
+    return gap
+
+
 def schedule_of(steps_per_epoch: int, tc, accumulate: int = 1) -> Schedule:
     """The Schedule of a config's train section (tc) for an epoch of `steps_per_epoch`:
-    max_steps or epochs of them; log_every by default ~20 records an epoch, 1 to 50 apart."""
+    max_steps or epochs of them; log_every by default ~20 records an epoch, 1 to 50 apart;
+    eval_every by default default_eval_every's."""
     total_steps = tc.max_steps or tc.epochs * steps_per_epoch
     log_every = tc.log_every or max(1, min(50, steps_per_epoch // 20))
-    return Schedule(steps_per_epoch, total_steps, log_every, tc.eval_every, accumulate)
+    eval_every = tc.eval_every or default_eval_every(steps_per_epoch, total_steps)
+    return Schedule(steps_per_epoch, total_steps, log_every, eval_every, accumulate)
 
 
 def check_accumulation(config, train_set) -> None:
