@@ -213,10 +213,25 @@ def test_hub_code_path_with_split_alias(monkeypatch):
                 path=None,
                 name="glue",
                 subset="sst2",
-                splits={"train": "train", "validation": "extra"},
+                splits={"train": "extra", "validation": "validation"},
             ),
             0,
         )
+
+
+def test_a_hub_dataset_without_validation_gets_one_carved_from_train(tmp_path):
+    """Issue #28: IMDb-like hub datasets (train and test, no validation) stopped with "has no
+    split"; now they run like a data folder with only train. datasets.load_dataset reads a
+    local folder here, the same call that fetches a hub id."""
+    rows = [f"text {i},{i % 2}\n" for i in range(40)]
+    (tmp_path / "train.csv").write_text("sentence,label\n" + "".join(rows))
+    (tmp_path / "test.csv").write_text("sentence,label\n" + "".join(rows[:8]))
+    cfg = make_cfg(path=None, name=str(tmp_path), subset=None)
+    splits = data.load_splits(cfg, 0)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 36, "validation": 4, "test": 8}
+    splits = {"train": "train", "validation": "validation", "test": "other"}
+    cfg = make_cfg(path=None, name=str(tmp_path), subset=None, splits=splits)
+    assert sorted(data.load_splits(cfg, 0)) == ["train", "validation"]  # no test: none
 
 
 # --- errors ---------------------------------------------------------------------------------

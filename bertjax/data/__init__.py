@@ -71,11 +71,22 @@ def _carve_validation(
     return {**splits, "train": parts["train"], "validation": parts["test"]}
 
 
-def _hub_split(hub: datasets.DatasetDict, split: str, what: str) -> datasets.Dataset:
-    for name in aliases(split):
-        if name in hub:
-            return hub[name]
-    raise ValueError(f"dataset {what} has no split {split!r}; splits: {sorted(hub)}")
+def _hub_splits(data_cfg: Any, wanted: dict[str, str]) -> dict[str, datasets.Dataset]:
+    """Splits of a hub dataset (data.name, data.subset). As with a data folder, a dataset
+    without the validation split gets one carved from train (read_splits) and one without
+    the test split is evaluated without it; only a missing train split is an error."""
+    hub = datasets.load_dataset(data_cfg.name, data_cfg.get("subset"))
+    what = "/".join(filter(None, (data_cfg.name, data_cfg.get("subset"))))
+    splits = {}
+    for key, split in wanted.items():
+        found = next((hub[name] for name in aliases(split) if name in hub), None)
+        if found is not None:
+            splits[key] = found
+        elif key == "train":
+            raise ValueError(f"dataset {what} has no split {split!r}; splits: {sorted(hub)}")
+        else:
+            log.info("data: dataset %s has no %r split (splits: %s)", what, split, sorted(hub))
+    return splits
 
 
 def _subset(dataset: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
@@ -109,9 +120,9 @@ def read_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
 
     `data.path` is a folder of split files or one labelled file. With
     `data.validation_fraction` set, or no validation file (one file, a folder with only
-    train), validation is a seeded carve-out of train (DEFAULT_VALIDATION_FRACTION unless
-    set). A test split is loaded when `data.splits.test` is set and its file exists, and may
-    lack labels.
+    train, a hub dataset without that split), validation is a seeded carve-out of train
+    (DEFAULT_VALIDATION_FRACTION unless set). A test split is loaded when `data.splits.test`
+    is set and its file (or hub split) exists, and may lack labels.
     """
     fraction = data_cfg.get("validation_fraction")
     wanted = {"train": data_cfg.splits.train}
@@ -122,9 +133,7 @@ def read_splits(data_cfg: Any, seed: int) -> dict[str, datasets.Dataset]:
     if data_cfg.get("path"):
         splits = _local_splits(data_cfg, wanted)
     else:
-        hub = datasets.load_dataset(data_cfg.name, data_cfg.get("subset"))
-        what = "/".join(filter(None, (data_cfg.name, data_cfg.get("subset"))))
-        splits = {key: _hub_split(hub, name, what) for key, name in wanted.items()}
+        splits = _hub_splits(data_cfg, wanted)
     if "validation" not in splits:
         splits = _carve_validation(splits, fraction or DEFAULT_VALIDATION_FRACTION, seed)
     _check_columns(splits, data_cfg)
