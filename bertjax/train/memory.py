@@ -16,7 +16,10 @@ LoRA 9,717 -> 9,427 (default) and 6,690 -> 3,633 (memory-aware); full 9,669 -> 9
 7,261 -> 7,812.
 
 The estimate, in bytes (B batch, L length, H hidden, A heads, F FFN size, N layers,
-p = 4 for float32 / 2 for bfloat16 computation, dropout masks 1 byte):
+p = 4 for float32 / 2 for bfloat16 computation, dropout masks 1 byte). Below, for float32;
+with bfloat16 only the operands of matmuls are kept at p = 2 (Q, K, V, the dropped attention
+probabilities, the Dense inputs), the LayerNorm and GELU inputs stay float32 (mixed
+precision, bertjax/models/precision.py; activation_bytes gives the exact split):
 
     parameters   16·trainable + 4·frozen     (float32 weight, gradient, Adam m and v;
                                               frozen: the weight alone)
@@ -31,7 +34,7 @@ p = 4 for float32 / 2 for bfloat16 computation, dropout masks 1 byte):
     (p·BLF). Weight gradients (dW = inputᵀ·dY) also need each Dense input: the layer input x
     for Q/K/V, the attention context, the FFN input (p·BLH each) and the GELU output (p·BLF).
     Full fine-tuning, float32: 34·BLH + 8·BLF + 9·BAL² per layer (F = 4H: 66·BLH + 9·BAL²);
-    bfloat16: 18·BLH + 4·BLF + 7·BAL².
+    bfloat16: 22·BLH + 6·BLF + 7·BAL².
 
 Backpropagation reaches every layer above the lowest trainable parameter, so all N layers keep
 their activations for full, BitFit, LoRA and adapters (their lowest trainable parameters sit in
@@ -106,20 +109,24 @@ def activation_bytes(
 ) -> int:
     """Bytes the backward pass keeps from the forward pass of N BERT layers in training.
 
-    Per layer, with p = dtype_bytes (4 float32, 2 bfloat16) and 1-byte dropout masks:
-      (5p + 2)·BLH + p·BLF + (5 + p)·BAL²   Q, K, V; 2 LayerNorm inputs; 2 dropout masks;
-                                            GELU input; float32 softmax output, attention
-                                            dropout mask, dropped probabilities
+    Mixed precision (bertjax/models/precision.py) keeps the matmul operands a backward dot
+    reads in the compute dtype, p = dtype_bytes (4 float32, 2 bfloat16), and every other
+    activation in float32 (4 bytes); dropout masks take 1 byte. Per layer:
+      (3p + 10)·BLH + 4·BLF + (5 + p)·BAL²  Q, K, V (p); 2 LayerNorm inputs, GELU input,
+                                            softmax output (float32); 2 hidden dropout
+                                            masks, the attention dropout mask; the dropped
+                                            probabilities (p, the operand of ·V)
       + 3p·BLH + p·BLF                      with weight_grads: inputs of the Dense layers
                                             (x, context, FFN input; GELU output)
-    embeddings adds the embedding LayerNorm input and dropout mask, (p + 1)·BLH.
-    Full fine-tuning, float32: N·(34·BLH + 8·BLF + 9·BAL²) + 5·BLH.
+    embeddings adds the embedding LayerNorm input and dropout mask, 5·BLH.
+    Full fine-tuning, float32: N·(34·BLH + 8·BLF + 9·BAL²) + 5·BLH; bfloat16:
+    N·(22·BLH + 6·BLF + 7·BAL²) + 5·BLH.
     """
     p, tokens = dtype_bytes, B * L
-    per_layer = (5 * p + 2) * tokens * H + p * tokens * F + (5 + p) * B * A * L * L
+    per_layer = (3 * p + 2 * 4 + 2) * tokens * H + 4 * tokens * F + (4 + 1 + p) * B * A * L * L
     if weight_grads:
         per_layer += 3 * p * tokens * H + p * tokens * F
-    return N * per_layer + (p + 1) * tokens * H * embeddings
+    return N * per_layer + (4 + 1) * tokens * H * embeddings
 
 
 def lora_activation_bytes(
@@ -136,10 +143,11 @@ def lora_activation_bytes(
 def adapter_activation_bytes(
     B: int, L: int, H: int, N: int, dtype_bytes: int, adapters: int, bottleneck: int
 ) -> int:
-    """Adapters' extra kept tensors: per adapter its input (p·BLH) and the bottleneck before
-    and after the activation (2p·BL·bottleneck); `adapters` per layer (Houlsby 2)."""
+    """Adapters' extra kept tensors: per adapter its input (p·BLH, the down projection's
+    operand) and the bottleneck before the activation (float32, 4·BL·bottleneck) and after it
+    (p·BL·bottleneck, the up projection's operand); `adapters` per layer (Houlsby 2)."""
     p, tokens = dtype_bytes, B * L
-    return N * adapters * (p * tokens * H + 2 * p * tokens * bottleneck)
+    return N * adapters * (p * tokens * H + (4 + p) * tokens * bottleneck)
 
 
 def estimate(
