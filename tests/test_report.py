@@ -279,7 +279,12 @@ def test_results_commands_are_makefile_targets():
 
     lines = (Path(__file__).parent.parent / "Makefile").read_text().splitlines()
     phony = next(line for line in lines if line.startswith(".PHONY:")).split()
-    studies = next(line for line in lines if line.startswith("STUDIES :=")).split()[2:]
+    studies = [
+        name
+        for line in lines
+        if line.startswith(("STUDIES :=", "STUDIES +="))
+        for name in line.split()[2:]
+    ]
     assert studies == [study.name for study in catalog.STUDIES]
     assert "$(STUDIES)" in phony and "$(STUDIES):" in lines
     assert "\t$(PYTHON) -m bertjax.studies run $@ --out $(OUT) $(ARGS)" in lines

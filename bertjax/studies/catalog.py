@@ -125,6 +125,26 @@ def students(layers: tuple, name: str) -> tuple:
     )
 
 
+# bench/RESULTS.md's whole-run work (issue #25): 4,000 sentences, 1 epoch, batch 32
+PRECISION_SST2 = {
+    "data.splits.validation": "dev",
+    "data.max_train_examples": 4000,
+    "train.epochs": 1,
+}
+PRECISION_MRPC = {"data.splits.validation": "dev", "train.epochs": 1}  # all 3,668 pairs
+DTYPES = BATCH32 + (("dtype", ("float32", "bfloat16")),)
+PRECISION_METHODS = (  # LoRA q,v r8 at the whole-run bench's rate; MiniLM's BitFit and full
+    Sweep("lora", "lora", 5e-4, DTYPES, SEEDS5),
+    Sweep("bitfit", "bitfit", 5e-3, DTYPES, SEEDS5),
+    Sweep("full", "full", FULL_LR, DTYPES, SEEDS5),
+)
+PRECISION_NOTE = (
+    'No published counterpart: this decides `dtype="auto"` as the default (issue #25): '
+    "bfloat16 mixed precision must stay within 1 point of float32's mean (or within their "
+    "spread) over 5 seeds for LoRA, BitFit and full fine-tuning."
+)
+
+
 def _imdb_grid(lrs, batch_sizes) -> tuple:
     return (("optim.lr", lrs), ("train.batch_size", batch_sizes))
 
@@ -275,6 +295,26 @@ STUDIES = (
         (Sweep("teacher", "full", FULL_LR, BATCH32, (1,)),)
         + students((0, 2, 4), "L3")
         + students((0, 3), "L2"),
+    ),
+    Study(
+        "precision_sst2",
+        "SST-2: float32 vs bfloat16 mixed precision, LoRA, BitFit and full fine-tuning × 5 seeds",
+        ("accuracy",),
+        PRECISION_NOTE,
+        "sst2",
+        "sst2",
+        PRECISION_SST2,
+        PRECISION_METHODS,
+    ),
+    Study(
+        "precision_mrpc",
+        "MRPC: float32 vs bfloat16 mixed precision, LoRA, BitFit and full fine-tuning × 5 seeds",
+        ("accuracy", "f1"),
+        PRECISION_NOTE,
+        "mrpc",
+        "mrpc",
+        PRECISION_MRPC,
+        PRECISION_METHODS,
     ),
 )
 BY_NAME = {study.name: study for study in STUDIES}
