@@ -289,3 +289,20 @@ def test_after_a_failed_save_only_closed_loop_callbacks_are_silenced():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "ValueError: kept" in done.stderr and "Event loop is closed" not in done.stderr
+
+
+def test_a_run_written_before_a_config_field_existed_is_the_same_run(tmp_path):
+    """Runs from before distill/model_layers (their config.json lacks them) resume and count
+    as finished under the same command: an absent field is its default. A field set away from
+    its default is still a different config."""
+    config = run_config(tmp_path / "run", tmp_path / "model", tmp_path / "data")
+    folder = runs.workdir_of(config)
+    folder.mkdir(parents=True)
+    saved = runs.config_dict(config)
+    del saved["distill"], saved["model_layers"]
+    runs.write_json(folder / runs.CONFIG_FILE, saved)
+    (folder / "checkpoints" / "last").mkdir(parents=True)  # it saved something
+    assert runs.check_folder(config).folder == folder
+    config.distill.alpha = 0.0
+    with pytest.raises(ValueError, match=r"different config \(distill.alpha: 0.5 -> 0.0\)"):
+        runs.check_folder(config)

@@ -60,6 +60,25 @@ def without(resolved: dict, fields) -> dict:
     return out
 
 
+def saved_config(folder: Path) -> dict:
+    """A run folder's config.json, with the fields added to the config since the run was
+    written (absent there) at their defaults: a run from before `distill` or `model_layers`
+    existed resumes and counts as finished under the same command."""
+    from bertjax.train import defaults
+
+    def fill(saved: dict, default: dict) -> dict:
+        out = dict(saved)
+        for key, value in default.items():
+            if key not in out:
+                out[key] = value
+            elif isinstance(value, dict) and isinstance(out[key], dict):
+                out[key] = fill(out[key], value)
+        return out
+
+    saved = json.loads((Path(folder) / CONFIG_FILE).read_text())
+    return fill(saved, config_dict(defaults.get_config()))
+
+
 def differences(old: dict, new: dict, ignored=IGNORED_WHEN_RESUMING) -> list[str]:
     """ "field: old -> new" for each dotted field where two resolved configs differ."""
 
@@ -212,7 +231,7 @@ def check_folder(config, overwrite: bool = False) -> Run:
     not in the way: the corrected command replaces it. Writes nothing."""
     folder = workdir_of(config)
     if (folder / CONFIG_FILE).is_file() and not overwrite:
-        diff = differences(json.loads((folder / CONFIG_FILE).read_text()), config_dict(config))
+        diff = differences(saved_config(folder), config_dict(config))
         if diff and not saved_anything(folder):
             log.info("%s: replacing a run that never saved a checkpoint", folder)
         elif diff:

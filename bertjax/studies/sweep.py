@@ -4,7 +4,6 @@ validation metric, and a report (studies/sweep_report.py): sweep.md, sweep.csv, 
 import copy
 import dataclasses
 import itertools
-import json
 import logging
 from pathlib import Path
 
@@ -119,8 +118,7 @@ def finished(cell: Cell) -> bool:
     """summary.json present, for this same config (another config there is an error)."""
     if not (cell.run / runs.SUMMARY_FILE).is_file():
         return False
-    saved = json.loads((cell.run / runs.CONFIG_FILE).read_text())
-    if runs.differences(saved, runs.config_dict(cell.config)):
+    if runs.differences(runs.saved_config(cell.run), runs.config_dict(cell.config)):
         raise ValueError(
             f"{cell.run} holds a finished run with a different config; choose another --workdir"
         )
