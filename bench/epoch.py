@@ -45,6 +45,10 @@ def make_config(args, model: str, data_dir: Path, workdir: Path):
     config.peft.method = args.method
     config.optim.update(lr=args.lr, weight_decay=0.01, warmup_ratio=0.1)
     config.train.update(batch_size=args.batch, epochs=1, eval_batch_size=128, seed=0)
+    # one evaluation, at the epoch's end, as the PyTorch reference (by default a run this
+    # short would evaluate 4 times)
+    config.train.eval_every = 10**9
+    config.dtype = getattr(args, "dtype", "float32")
     return config
 
 

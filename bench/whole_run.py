@@ -1,6 +1,7 @@
 """Whole-process wall time of one training run, ours (cold and warm XLA cache) vs PyTorch.
 
-    python bench/whole_run.py [--train_examples 4000 --method lora --lr 5e-4 --markdown f.md]
+    python bench/whole_run.py [--train_examples 4000 --method lora --lr 5e-4 --dtype bfloat16 \
+        --markdown f.md]
 
 The same work as bench/epoch.py (a seeded SST-2 subset, one epoch, MiniLM-L6, batch 32, dev
 evaluation), but each side is timed as a whole process from its start to its exit: Python
@@ -97,7 +98,8 @@ def child(args) -> None:
 
 def ours(args, data_dir: Path, workdir: Path, cache: Path) -> dict:
     cmd = [sys.executable, __file__, "--child", "--data", str(data_dir), "--workdir", str(workdir)]
-    cmd += [f"--{k}={getattr(args, k)}" for k in ("train_examples", "method", "lr", "batch")]
+    keys = ("train_examples", "method", "lr", "batch", "dtype")
+    cmd += [f"--{k}={getattr(args, k)}" for k in keys]
     env = {**os.environ, "BERTJAX_XLA_CACHE": str(cache)}
     start = time.perf_counter()
     out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
@@ -190,6 +192,7 @@ def main():
     parser.add_argument("--method", default="lora", choices=list(common.METHODS))
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--dtype", default="float32", help="ours: config.dtype")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -225,8 +228,8 @@ def main():
     cold["computed_tokens"], cold["real_tokens"] = computed, real
     text = (
         f"SST-2 {args.train_examples} train examples, 1 epoch, method {args.method}, MiniLM-L6, "
-        f"batch {args.batch}, lr {args.lr}; ours at the default settings (float32, packed "
-        f"rows). Whole process, one run each, one after the other.\n\n"
+        f"batch {args.batch}, lr {args.lr}; ours at the default settings (packed rows) in "
+        f"{args.dtype}. Whole process, one run each, one after the other.\n\n"
         f"{side_by_side(cold, warm, (dynamic, grouped, autocast))}\n\n"
         f"Where our time goes:\n\n{breakdown(cold, warm)}"
     )
