@@ -28,6 +28,9 @@ def setup_logging() -> None:
     absl_logging.get_absl_handler().setFormatter(plain)
     logging.getLogger("jax").setLevel(logging.WARNING)
     logging.getLogger("bertjax").setLevel(logging.INFO)
+    # transformers (tokenizers only) would say "PyTorch was not found. Models won't be
+    # available…" at import: true, and nothing a bertjax user needs to act on
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     import datasets  # here: report.py uses this module without needing datasets
 
     datasets.disable_progress_bars()  # tokenization bars: seconds of Map: 100% lines
