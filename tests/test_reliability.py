@@ -177,6 +177,25 @@ def test_values_that_cannot_mean_what_they_say_are_refused_before_training(
     assert not (tmp_path / "run").exists()  # refused before the run folder is written
 
 
+def test_a_classification_metric_on_regression_is_refused_before_the_first_step(
+    tmp_path, tiny_bert_vocab_dir
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = "".join(f"text {i}\t0.{i}5\n" for i in range(8))  # STS-B-like scores
+    (data / "train.tsv").write_text("sentence\tlabel\n" + rows)
+    (data / "dev.tsv").write_text("sentence\tlabel\n" + rows)
+    run = tmp_path / "run"
+    out = _cli(
+        *_train_args(tiny_bert_vocab_dir, data, run), "--config.train.select_metric=accuracy"
+    )
+    assert _one_error(out) == (
+        "error: train.select_metric='accuracy' is not reported for regression; use one of "
+        "pearson, spearman"
+    )
+    assert not run.exists()
+
+
 def test_f1_with_three_classes_is_refused_before_the_first_step(tmp_path, tiny_bert_vocab_dir):
     data = tmp_path / "data"
     data.mkdir()
@@ -302,6 +321,13 @@ NO_ROWS = "{f}: no rows, only a header (or nothing); add examples to it"
             "(quote the numbers of a text column)",
         ),
         (
+            "train.jsonl",
+            b'{"sentence": "a", "label": 1}\n{"sentence": "b", "label": null}\n',
+            "{f} line 2: no 'label' value (1 row(s) without one); label every row, or remove "
+            "the rows",
+        ),
+        ("test.tsv", b"sentence\tlabel\n", NO_ROWS),
+        (
             "train.parquet",
             _parquet(sentence=["a", "b", "c"], label=[0, None, 1]),
             "{f} record 2: no 'label' value (1 row(s) without one); label every row, or "
@@ -326,7 +352,8 @@ def test_bad_data_files_are_one_line_naming_the_file(
     if name.startswith("train."):
         (data / "train.tsv").unlink()
     (data / name).write_bytes(content)
-    out = _cli(*_train_args(tiny_bert_vocab_dir, data, tmp_path / "run"))
+    test = ["--config.data.splits.test=test"] if name.startswith("test.") else []
+    out = _cli(*_train_args(tiny_bert_vocab_dir, data, tmp_path / "run", *test))
     assert _one_error(out).startswith("error: " + message.format(f=data / name))
 
 
