@@ -347,6 +347,15 @@ def test_cached_teacher_logits_equal_a_fresh_forward_and_a_new_text_list_misses(
     changed = TEXTS[:4] + [("a different last sentence",)]
     other = teacher_.teacher_logits(teacher, changed, tmp_path, max_length=64, batch_size=4)
     assert calls == [5, 5] and len(list(tmp_path.glob("teacher_logits-*.npy"))) == 2
+
+    # $BERTJAX_TEACHER_CACHE: runs with other folders (a study's students) share the logits
+    monkeypatch.setenv(teacher_.SHARED_CACHE, str(tmp_path / "shared"))
+    for run in ("student_1", "student_2"):
+        shared = teacher_.teacher_logits(teacher, TEXTS, tmp_path / run, 64, batch_size=4)
+        assert shared.tobytes() == first.tobytes()
+        assert len(list((tmp_path / run).glob("teacher_logits-*.npy"))) == 1  # its own copy
+    assert calls == [5, 5, 5]  # computed once for both runs
+    assert len(list((tmp_path / "shared").glob("teacher_logits-*.npy"))) == 1
     np.testing.assert_allclose(other[:4], first[:4], atol=TOL)  # rows packed otherwise
     # a shorter truncation changes what the teacher reads: another key too
     key = teacher_.cache_key(teacher, TEXTS, 64)

@@ -10,13 +10,14 @@ and skips finished ones. --dry_run prints the sweep.py command each sweep equals
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from bertjax import cli
 from bertjax.parallel import distributed
 from bertjax.studies import catalog, runner
-from bertjax.train import checks, xla_cache
+from bertjax.train import checks, teacher, xla_cache
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +51,9 @@ def _run(args) -> int:
         return 0
     cli.setup_logging()
     xla_cache.enable()
+    # students distilling on the same texts (every seed of a transfer sweep) share the
+    # teacher's logits instead of computing them once per run
+    os.environ.setdefault(teacher.SHARED_CACHE, str(args.out / "teacher_cache"))
     distributed.maybe_initialize()
     for item in planned:  # every config checked before the first run starts
         checks.check_config(item.config)

@@ -32,6 +32,9 @@ TOKENIZER_FILES = re.compile(
     r"sentencepiece.*|spiece\.model)"
 )
 CACHE_PREFIX = "teacher_logits"
+# A folder of teacher logits shared by runs (e.g. a study's students distilling on the same
+# transfer texts); read before computing, written beside the run folder's own copy.
+SHARED_CACHE = "BERTJAX_TEACHER_CACHE"
 
 
 @dataclasses.dataclass
@@ -204,23 +207,37 @@ def teacher_logits(
     batch_size: int = 128,
 ) -> np.ndarray:
     """The teacher's logits on `texts` [len(texts), num_labels]: read from `cache_dir` when
-    a file of the same cache_key is there, else computed (`forward`) and saved there
-    (process 0; atomically, so a killed run never leaves half a file)."""
+    a file of the same cache_key is there, else from the folder $BERTJAX_TEACHER_CACHE
+    names (when set and it has one), else computed (`forward`); saved in `cache_dir` (and
+    the shared folder) by process 0, atomically, so a killed run never leaves half a file."""
     key = cache_key(teacher, texts, max_length)
-    file = Path(cache_dir) / f"{CACHE_PREFIX}-{key['key'][:16]}.npy"
+    name = f"{CACHE_PREFIX}-{key['key'][:16]}.npy"
+    file = Path(cache_dir) / name
     if file.is_file():
         log.info("teacher logits from %s", file)
         return np.load(file)
-    logits = forward(teacher, texts, max_length, batch_size)
+    shared = Path(os.environ[SHARED_CACHE]) / name if os.environ.get(SHARED_CACHE) else None
+    if shared is not None and shared.is_file():
+        log.info("teacher logits from the shared cache %s", shared)
+        logits = np.load(shared)
+    else:
+        logits = forward(teacher, texts, max_length, batch_size)
     if distributed.is_primary():
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(".tmp.npy")
-        np.save(tmp, logits)
-        file.with_suffix(".json").write_text(
-            json.dumps(dict(key, teacher=teacher.source, shape=logits.shape), indent=1) + "\n"
-        )
-        os.replace(tmp, file)
+        for target in (file, shared):
+            if target is not None and not target.is_file():
+                _save_logits(target, logits, key, teacher.source)
     return logits
+
+
+def _save_logits(file: Path, logits: np.ndarray, key: dict, source: str) -> None:
+    """The .npy (renamed into place) and a .json naming what it was computed from."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, logits)
+    file.with_suffix(".json").write_text(
+        json.dumps(dict(key, teacher=source, shape=logits.shape), indent=1) + "\n"
+    )
+    os.replace(tmp, file)
 
 
 def soft_train_set(config, train_set: datasets.Dataset, data_names, tokenizer, cache_dir):
