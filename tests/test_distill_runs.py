@@ -205,3 +205,18 @@ def test_vectorized_distillation_members_train_as_their_separate_runs(
     # members of one seed share a train split: its teacher logits are cached once
     assert list((tmp_path / "together/0_0.001/teacher").glob("*.npy"))
     assert list((tmp_path / "together/1_0.001/teacher").glob("*.npy"))
+
+
+def test_a_lora_teacher_keeps_its_injection_and_computes_in_float32(tiny_bert_vocab_dir):
+    """A PEFT run as the teacher (peft.Peft wraps the model; it has no dtype of its own): once
+    a TypeError before any work."""
+    import bertjax
+    import peft
+
+    lora = peft.LoraConfig(2, 4.0, 0.0, ("query",))
+    model, _ = bertjax.from_pretrained(
+        tiny_bert_vocab_dir, 2, peft=lora, dtype=jnp.bfloat16, announce_new=False
+    )
+    as_teacher = teacher.in_float32(model)
+    assert isinstance(as_teacher, peft.Peft) and as_teacher.peft == lora
+    assert model.wrapped.dtype == jnp.bfloat16 and as_teacher.wrapped.dtype == jnp.float32

@@ -134,12 +134,12 @@ def _evaluations(run: Path) -> list[tuple]:
     ]
 
 
-def _assert_same_run(run: Path, reference: Path) -> None:
+def _assert_same_run(run: Path, reference: Path, more_files=frozenset()) -> None:
     """Same metrics.jsonl evaluations, summary and trainable parameters (float tolerance);
     one copy of each file (process 0 wrote them alone)."""
     names = [p.name for p in run.iterdir()]
     events = [n for n in names if n.startswith("events.out.tfevents.")]
-    assert set(names) - set(events) == RUN_FILES
+    assert set(names) - set(events) == RUN_FILES | more_files
     assert 1 <= len(events) <= 2  # TensorBoard: one file per session of process 0
     ours, theirs = _evaluations(run), _evaluations(reference)
     assert [r[:2] for r in ours] == [r[:2] for r in theirs]  # once each, same steps
@@ -200,6 +200,28 @@ def test_two_processes_resume_after_an_interrupt(
     for _, stderr in outputs:
         assert f"resumed {run} from step {INTERRUPT_AT}" in stderr
     _assert_same_run(run, reference)
+
+
+def test_two_processes_distil_a_compact_student_as_one_process(
+    tmp_path, tiny_bert_vocab_dir, data_dir, reference
+):
+    """Distillation over processes (issue #29): the teacher (the reference run) labels the
+    train split through the device mesh, and a 1-layer student trains on its logits as one
+    process × two devices does; one cached copy of the logits, written by process 0."""
+    distil = [
+        f"--config.distill.teacher={reference}",
+        "--config.distill.alpha=0.5",
+        "--config.model_layers=0,",
+    ]
+    one = tmp_path / "one"
+    _one_process_two_devices(_command(tiny_bert_vocab_dir, data_dir, one) + distil)
+    two = tmp_path / "two"
+    _processes(_command(tiny_bert_vocab_dir, data_dir, two) + distil)
+    _assert_same_run(two, one, more_files={"teacher"})
+    cached = sorted(p.name for p in (two / "teacher").iterdir())
+    assert len(cached) == 2 and cached[0].endswith(".json") and cached[1].endswith(".npy")
+    ours, theirs = (np.load(next((r / "teacher").glob("*.npy"))) for r in (two, one))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -76,8 +76,16 @@ def _run_teacher(run: Path, source: str) -> Teacher:
     params = peft.combine(frozen, trainable)
     folder = resolve(config.model)
     # float32 whatever the teacher trained in: its targets should not carry bfloat16 rounding
-    model = setup.model.clone(dtype=jnp.float32)
+    model = in_float32(setup.model)
     return Teacher(source, model, params, folder, load_tokenizer(folder), setup.label_names)
+
+
+def in_float32(model):
+    """The model computing in float32; a PEFT-injected one (peft.Peft: LoRA, DoRA, IA3) is
+    its wrapped model so, with the injection kept."""
+    if isinstance(model, peft.Peft):
+        return model.clone(wrapped=in_float32(model.wrapped))
+    return model.clone(dtype=jnp.float32)
 
 
 def _hf_teacher(folder: Path, source: str) -> Teacher:
