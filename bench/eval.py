@@ -1,6 +1,6 @@
 """Inference throughput on SST-2: our length-sorted bucketed eval vs PyTorch dynamic padding.
 
-    python bench/eval.py [--examples 4000 --repeats 3 --markdown bench/results.md]
+    python bench/eval.py [--examples 4000 --repeats 3 --dtype bfloat16 --markdown f.md]
 
 MiniLM-L6 with a seeded 2-label head, exported with `bertjax.save_pretrained` so both sides run
 the same weights; float32, batch 128, max_length 128. Ours: `bertjax.train.evaluate.predict`
@@ -17,12 +17,14 @@ import tempfile
 from pathlib import Path
 
 import common
+import jax.numpy as jnp
 import numpy as np
 
 import bertjax
 import peft
 from bertjax import data
 from bertjax.data import batching
+from bertjax.train.build import frozen_in_compute_dtype
 from bertjax.train.evaluate import predict
 from bertjax.train.steps import make_eval_step
 
@@ -38,7 +40,10 @@ def write_split(folder: Path, examples: int | None) -> Path:
 
 def ours(model, params, dataset, batch_size, max_length, repeats, pad_id, packing) -> dict:
     buckets = batching.bucket_lengths(max_length)
-    trainable, frozen = peft.partition(params, peft.trainable_mask(params, "head"))
+    mask = peft.trainable_mask(params, "head")
+    # as a bfloat16 run evaluates: the frozen weight matrices cast once to the compute dtype
+    params = frozen_in_compute_dtype(params, mask, model.dtype)
+    trainable, frozen = peft.partition(params, mask)
     step = make_eval_step(model)
 
     def run():
@@ -67,10 +72,17 @@ def main():
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--packing", type=int, default=1, help="ours: 1 packed rows, 0 buckets")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="bfloat16: ours dtype=bfloat16 (mixed precision), PyTorch torch.autocast",
+    )
     common.add_output_flags(parser)
     args = parser.parse_args()
     model_dir = common.minilm_path()
-    model, params = bertjax.from_pretrained(model_dir, num_labels=2, seed=0)
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[args.dtype]
+    model, params = bertjax.from_pretrained(model_dir, num_labels=2, seed=0, dtype=dtype)
     data_cfg = common.base_config().data
     data_cfg.max_length = args.max_length
     tokenizer = bertjax.load_tokenizer(model_dir)
@@ -93,6 +105,7 @@ def main():
             max_length=args.max_length,
             repeats=args.repeats,
             threads=args.torch_threads,
+            dtype=args.dtype,
         )
     n = len(dataset)
     torch_logits = np.asarray(b["logits"], np.float32)
@@ -106,7 +119,7 @@ def main():
     ]
     what = f"first {n} of SST-2 train" if args.examples else f"SST-2 dev ({n})"
     text = (
-        f"{what}, MiniLM-L6, batch {args.batch}, float32, median of {args.repeats}. Speedup "
+        f"{what}, MiniLM-L6, batch {args.batch}, {args.dtype}, median of {args.repeats}. Speedup "
         f"(torch s / ours s): **{b['eval_s'] / a['eval_s']:.2f}x**. Argmax agreement "
         f"{100 * agree:.2f}% {'(ok)' if agree >= 0.999 else '(BELOW 99.9%)'}, max |Δlogit| "
         f"{np.abs(a['logits'] - torch_logits).max():.1e}.\n\n"
