@@ -95,6 +95,12 @@ def test_progress_lines_every_few_seconds_with_speed_and_eta(caplog):
         progress.progress_line("x", 1, 3601, 1, 1.0)
         == "x: 1/3601 steps, 1.0 examples/s, ETA 1:00:00"
     )
+    # a resumed epoch: 100 of 300 steps were done by the session before, 50 more in 10 s
+    resumed = progress.Progress(
+        "e", 300, every_s=0, enabled=True, clock=lambda: now[0], initial=100
+    )
+    now[0] += 10.0
+    assert resumed.update(150, 1600).endswith("160.0 examples/s, ETA 0:00:30")
     silent = progress.Progress("x", 2, every_s=0, enabled=False, clock=lambda: now[0])
     assert silent.update(1, 1) is None
 

@@ -141,7 +141,9 @@ def run_epoch(plan: Plan, members, run: Progress, writers, stop) -> None:
         smoothing=0.05,
         disable=None,
     )
-    meter = progress.Progress(f"epoch {epoch + 1}", schedule.steps_in_epoch(epoch))  # off a tty
+    meter = progress.Progress(  # off a tty
+        f"epoch {epoch + 1}", schedule.steps_in_epoch(epoch), initial=skip
+    )
     epoch_start, window, window_start, previous = time.time(), {}, time.time(), None
     for done in range(skip + 1, schedule.steps_per_epoch + 1):
         run.state, metrics = take_step(plan, run.state, {s: next(b) for s, b in batches.items()})

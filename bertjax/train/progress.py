@@ -9,11 +9,14 @@ log = logging.getLogger("bertjax")
 EVERY_S = 10.0  # seconds between two progress lines (the first comes after as long)
 
 
-def progress_line(what: str, done: int, total: int, examples: int, seconds: float) -> str:
+def progress_line(
+    what: str, done: int, total: int, examples: int, seconds: float, initial: int = 0
+) -> str:
     """'validation @ 100: 12/40 batches, 310.5 examples/s, ETA 0:00:27' (ETA from the mean
-    time per step so far)."""
+    time per step so far; `initial` steps were done before, e.g. by the session a resumed run
+    continues, and took none of `seconds`)."""
     speed = examples / seconds if seconds > 0 else 0.0
-    eta = round(seconds / done * (total - done)) if done else 0
+    eta = round(seconds / (done - initial) * (total - done)) if done > initial else 0
     minutes, secs = divmod(eta, 60)
     return (
         f"{what}: {done}/{total} steps, {speed:.1f} examples/s, "
@@ -35,8 +38,10 @@ class Progress:
         every_s: float = EVERY_S,
         enabled: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
+        initial: int = 0,
     ):
         self.what, self.total, self.every_s, self.clock = what, total, every_s, clock
+        self.initial = initial  # steps done before this meter started (a resumed epoch)
         self.enabled = not sys.stderr.isatty() if enabled is None else enabled
         self.start = self.last = clock()
 
@@ -46,6 +51,6 @@ class Progress:
         if not self.enabled or now - self.last < self.every_s:
             return None
         self.last = now
-        line = progress_line(self.what, done, self.total, examples, now - self.start)
+        line = progress_line(self.what, done, self.total, examples, now - self.start, self.initial)
         log.info(line)
         return line
