@@ -29,16 +29,33 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_script(*args, cwd=REPO, env=None, preexec_fn=None) -> subprocess.CompletedProcess:
-    """python <args> in a subprocess (cwd: the repository), env added to this process's."""
+# Runs `python ARGS…` with files limited to N bytes (RLIMIT_FSIZE: the kernel refuses to grow
+# a file past it, EFBIG, as a full disk refuses a write; root too). Set in the child, which
+# then becomes the script (exec), rather than in a preexec_fn: forking a multithreaded JAX
+# process to run Python before exec can deadlock.
+FILE_LIMITED = (
+    "import os, resource, sys; n = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])"
+)
+
+
+def python_command(*args, max_file_bytes: int | None = None) -> list[str]:
+    """[python, *args]; with max_file_bytes, through FILE_LIMITED."""
+    limit = [] if max_file_bytes is None else ["-c", FILE_LIMITED, str(max_file_bytes)]
+    return [sys.executable, *limit, *map(str, args)]
+
+
+def run_script(*args, cwd=REPO, env=None, max_file_bytes=None) -> subprocess.CompletedProcess:
+    """python <args> in a subprocess (cwd: the repository), env added to this process's;
+    max_file_bytes: no file of the process may grow past it (a full disk)."""
     return subprocess.run(
-        [sys.executable, *map(str, args)],
+        python_command(*args, max_file_bytes=max_file_bytes),
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, **(env or {})},
-        preexec_fn=preexec_fn,
     )
 
 

@@ -374,13 +374,6 @@ def test_a_bom_and_a_very_large_cell_are_read(tmp_path, tiny_bert_vocab_dir):
 # ---- 11: torn adapter, export on a full disk, --config that is not a config ------------------
 
 
-def _file_limit(max_bytes: int):
-    """The kernel refuses to grow any file past max_bytes (RLIMIT_FSIZE), as a full disk."""
-    import resource
-
-    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
-
-
 def test_export_on_a_full_disk_leaves_out_as_it_was(two_runs, tmp_path):
     (run_a, run_b), _ = two_runs
     out = tmp_path / "exported"
@@ -391,7 +384,7 @@ def test_export_on_a_full_disk_leaves_out_as_it_was(two_runs, tmp_path):
         "export.py",
         *("--ckpt", run_b, "--out", out, "--format", "peft", "--replace"),
         env={"BERTJAX_XLA_CACHE": "off"},
-        preexec_fn=_file_limit(200_000),
+        max_file_bytes=200_000,
     )
     assert _one_error(failed) == (
         f"error: cannot write the export to {out}: File too large; free disk space (or fix "
@@ -469,7 +462,7 @@ def test_a_failed_start_does_not_block_the_corrected_command(
     """The first checkpoint cannot be written (a full disk, RLIMIT_FSIZE): nothing to resume.
     A folder this start created is removed; one that existed keeps the files, and the
     corrected command (another lr) is not refused as 'a different config'."""
-    full = {"env": {"BERTJAX_XLA_CACHE": "off"}, "preexec_fn": _file_limit(100_000)}
+    full = {"env": {"BERTJAX_XLA_CACHE": "off"}, "max_file_bytes": 100_000}
     run = tmp_path / "run"
     args = _train_args(tiny_bert_vocab_dir, data_dir, run, "--config.peft.method=full")
     failed = _cli(*args, **full)

@@ -4,7 +4,6 @@ torn checkpoints, failed starts, timings across sessions."""
 import json
 import logging
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 from bertjax import runs
 from bertjax.train import loop as training
 from bertjax.train import stopping
-from tests.conftest import best_logged_step, run_config
+from tests.conftest import best_logged_step, python_command, run_config
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 8  # run_config: 64 examples, batch 8, 1 epoch
@@ -39,7 +38,6 @@ def _cli(
     if signal_at:
         env[stopping.SELF_SIGNAL] = signal_at
     command = [
-        sys.executable,
         "train.py",
         "--config=configs/tiny.py",
         f"--config.model={model}",
@@ -50,15 +48,15 @@ def _cli(
         "--config.peft.method=bitfit",
         *flags,
     ]
-    limit = None
     if max_file_bytes is not None:
         env["BERTJAX_XLA_CACHE"] = "off"  # compiled programs are files too
-
-        def limit():
-            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
-
     return subprocess.run(
-        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, preexec_fn=limit
+        python_command(*command, max_file_bytes=max_file_bytes),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
