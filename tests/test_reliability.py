@@ -453,6 +453,52 @@ def test_a_changed_tokenizer_is_refused_like_changed_weights(two_runs, tmp_path)
     assert line.endswith("); restore that model folder, or train again")
 
 
+# ---- 1, 3 and 4 through train.py ------------------------------------------------------------
+
+
+def test_train_py_refuses_to_resume_on_a_base_whose_tokenizer_changed(
+    tmp_path, tiny_bert_vocab_dir, data_dir
+):
+    """Interrupted at step 2, then the base's vocabulary ids of "good" and "bad" swap: the
+    same command refuses in one line naming both fingerprints, and base.json still names the
+    base the run started on (once it resumed with exit 0 on the new base and rewrote it)."""
+    base = tmp_path / "model"
+    shutil.copytree(tiny_bert_vocab_dir, base)
+    run = tmp_path / "run"
+    args = _train_args(base, data_dir, run, "--config.peft.method=bitfit")
+    stopped = _cli(*args, env={"BERTJAX_SELF_SIGNAL": "SIGINT@train:2"})
+    assert stopped.returncode == 130, stopped.stderr
+    started = (run / "base.json").read_text()
+    tokenizer = json.loads((base / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["good"], vocab["bad"] = vocab["bad"], vocab["good"]
+    (base / "tokenizer.json").write_text(json.dumps(tokenizer))
+    line = _last_error(_cli(*args))
+    was = json.loads(started)["sha256"][:12]
+    assert line.startswith(
+        f"error: {run}: base model {base} differs from the one this run started on (its "
+        "weights or tokenizer: hash "
+    )
+    assert line.endswith(
+        f" != {was}); restore that model to resume, or pass --overwrite to train again from step 0"
+    )
+    assert (run / "base.json").read_text() == started
+
+
+def test_train_py_refuses_an_accumulation_longer_than_the_run(
+    tmp_path, tiny_bert_vocab_dir, data_dir
+):
+    """32 examples, batch 8, 1 epoch: 4 steps; optim.accumulate=16 would apply no update
+    (once exit 0 with a summary and LoRA's b still zero)."""
+    run = tmp_path / "run"
+    out = _cli(*_train_args(tiny_bert_vocab_dir, data_dir, run, "--config.optim.accumulate=16"))
+    assert _last_error(out) == (
+        "error: optim.accumulate=16 is more than the run's 4 steps: no optimizer update would "
+        "be applied; lower optim.accumulate or train longer"
+    )
+    assert not run.exists()
+
+
 # ---- 12: a start that fails after the run folder was written --------------------------------
 
 
