@@ -120,16 +120,20 @@ def test_markdown_table_aligns_text_left_and_numbers_right():
     assert table == "| method | n | accuracy |\n|---|---:|---:|\n| lora | 3 | 0.812 |"
 
 
+# a study's settings sized for the tiny model: 16 SST-2 sentences, 1 epoch
+TINY_STUDY = {
+    "data.splits.validation": "dev",
+    "data.max_length": 8,
+    "data.max_train_examples": 16,
+    "data.max_eval_examples": 16,
+    "train.epochs": 1,
+}
+
+
 def test_run_trains_each_sweep_into_the_study_folder(tmp_path, tiny_bert_vocab_dir, shared_data):
     """A two-seed BitFit sweep over configs/sst2.py on a tiny model: one vmapped group, both
     runs in <out>/<study>/<sweep>/<cell> with the declared fields; a re-run trains nothing."""
-    tiny = {
-        "data.splits.validation": "dev",
-        "data.max_length": 8,
-        "data.max_train_examples": 16,
-        "data.max_eval_examples": 16,
-        "train.epochs": 1,
-    }
+    tiny = TINY_STUDY
     bitfit = catalog.Sweep("bitfit", "bitfit", 1e-2, (("train.batch_size", (8,)),), (1, 2))
     study = catalog.Study("tiny_sst2", "t", ("accuracy",), "p", "sst2", "sst2", tiny, (bitfit,))
     out = tmp_path / "out"
@@ -162,13 +166,7 @@ def test_a_student_sweep_distils_from_the_teacher_sweep_declared_before_it(
     root.mkdir()
     (root / "sst2").symlink_to(shared_data / "sst2")
     (root / "texts.txt").write_text("a gem of a film\na dull mess\nfine\nbad\n" * 4)
-    tiny = {
-        "data.splits.validation": "dev",
-        "data.max_length": 8,
-        "data.max_train_examples": 16,
-        "data.max_eval_examples": 16,
-        "train.epochs": 1,
-    }
+    tiny = TINY_STUDY
     batch = (("train.batch_size", (8,)),)
     soft = {
         "distill.teacher": "{study_out}/teacher/batch_size=8,seed=1",
