@@ -60,3 +60,10 @@ def distill_loss(
     = 0 soft targets only."""
     soft = soft_loss(logits, teacher_logits, weights, temperature)
     return alpha * hard_loss + (1.0 - alpha) * soft
+
+
+def on_transfer_texts(config) -> bool:
+    """Whether a run distils on distill.transfer texts (its train split's labels are then
+    placeholders); False for configs written before distillation existed."""
+    distill = config.get("distill")
+    return bool(distill and distill.get("transfer"))

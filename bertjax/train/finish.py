@@ -12,6 +12,7 @@ from bertjax.data.batching import SOFT_TARGETS
 from bertjax.runs import events
 from bertjax.runs.events import log_record
 from bertjax.runs.plots import plot_curves
+from bertjax.train import distill
 from bertjax.train.build import Setup
 from bertjax.train.evaluate import majority_baseline, metrics_of
 from bertjax.train.plan import Plan
@@ -89,7 +90,7 @@ def summary_of(run: runs.Run, setup: Setup, test_metrics, records: list, peak_me
         examples_per_s=round(float(np.median(speeds)), 1) if speeds else None,
         peak_memory_mb=peak_memory_mb,
         stopped_early=status.stopped,
-        majority_baseline=baselines(setup, transfer=_distils_on_transfer(config)),
+        majority_baseline=baselines(setup, transfer=distill.on_transfer_texts(config)),
     )
     summary["warning"] = did_not_learn(summary)
     return summary
@@ -110,11 +111,6 @@ def did_not_learn(summary: dict) -> str | None:
         "learning rate (--config.optim.lr), too few steps (train.epochs), a frozen pooler or "
         "head (peft.modules_to_save, e.g. bert/pooler)"
     )
-
-
-def _distils_on_transfer(config) -> bool:
-    distill = config.get("distill")
-    return bool(distill and distill.get("transfer"))
 
 
 def baselines(setup: Setup, transfer: bool = False) -> dict | None:

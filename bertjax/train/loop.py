@@ -24,7 +24,7 @@ from bertjax import runs
 from bertjax.parallel import distributed, sharding
 from bertjax.runs import events
 from bertjax.runs.events import log_record
-from bertjax.train import checks, groups, progress, stopping, teacher
+from bertjax.train import checks, distill, groups, progress, stopping, teacher
 from bertjax.train.build import Setup
 from bertjax.train.evaluate import MODEL_INPUTS, metrics_of
 from bertjax.train.finish import finish
@@ -77,7 +77,7 @@ def _train_new(members: list[runs.Run], overwrite: bool, max_members: int | None
         runs.start(m, setup.label_names, base, overwrite)
     distributed.barrier("started")  # process 0 wrote (or emptied) the folders
     teacher.add_soft_targets(members, setups)  # distillation: the teacher's logits, cached
-    if members[0].config.get("distill") and members[0].config.distill.get("transfer"):
+    if distill.on_transfer_texts(members[0].config):
         check_accumulation(members[0].config, setups[0].splits["train"])  # transfer texts
     # Seeds only initialise trainable parts (head, LoRA, adapters); a base checkpoint lacking
     # a frozen weight (e.g. a pooler) gets a seeded one, and then seeds cannot share a base.
