@@ -177,7 +177,7 @@ def test_log_window_writes_means_and_marks_divergence(tmp_path):
         schedule=Schedule(steps_per_epoch=4, total_steps=8, log_every=2),
         batches=SimpleNamespace(batch_size=4),
         peak_lrs=np.array([1e-3, 1e-3]),
-        unit_lr=lambda update: 0.5,
+        unit_lrs=np.full(100, 0.5),
     )
     window = {
         "loss": [jnp.array([1.0, math.nan]), jnp.array([3.0, 1.0])],

@@ -274,7 +274,7 @@ def from_pretrained(
         log.log(
             level, "newly initialised (seed %d, not in %s): %s", seed, folder, _summarise(missing)
         )
-    return model, jax.tree_util.tree_map(jnp.asarray, loaded)
+    return model, jax.device_put(loaded)  # no compiled program per leaf, as jnp.asarray has
 
 
 def check_layers(layers, num_layers: int | None, field: str = "layers") -> tuple[int, ...]:

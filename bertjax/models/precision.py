@@ -146,6 +146,7 @@ def _check_spec(spec: str) -> None:
             raise ValueError(f"einsum {spec!r}: needs explicit indices, each in two operands")
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def cast_kernels(tree, dtype):
     """`tree` with every leaf named "kernel" (the weight matrix of a Dense layer) cast to
     `dtype`; other leaves (biases, LayerNorm, embeddings) unchanged. For frozen weights in

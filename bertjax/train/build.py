@@ -63,6 +63,8 @@ def compute_dtype(name: str) -> str:
 def frozen_in_compute_dtype(params, mask, dtype):
     """params with the frozen (mask False) weight matrices cast to `dtype` once, as the train
     step keeps them (`precision.cast_kernels`); trainable leaves stay float32."""
+    if jnp.dtype(dtype) == jnp.dtype(jnp.float32):
+        return params
     trainable, frozen = peft.partition(params, mask)
     return peft.combine(precision.cast_kernels(frozen, dtype), trainable)
 

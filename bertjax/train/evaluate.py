@@ -12,7 +12,6 @@ from bertjax.data.packing import enabled as packing_enabled
 from bertjax.parallel import sharding
 from bertjax.train.metrics import compute_metrics
 from bertjax.train.progress import Progress
-from bertjax.train.steps import loss_fn
 
 MODEL_INPUTS = (
     "input_ids",
@@ -109,8 +108,22 @@ def evaluator_of(config, setup, eval_step, mesh=None) -> Evaluator:
 def metrics_of(logits: np.ndarray, labels: np.ndarray, num_labels: int) -> dict:
     """Task metrics plus the mean "loss" of the predictions against the labels."""
     metrics = compute_metrics(logits, labels, num_labels)
-    metrics["loss"] = float(loss_fn(logits, labels, np.ones(len(labels), np.float32)))
+    metrics["loss"] = mean_loss(logits, labels)
     return metrics
+
+
+def mean_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The train step's loss (steps.loss_fn) of predictions on the host: mean cross-entropy
+    (num_labels ≥ 2) or squared error (one output), in NumPy, so an evaluation compiles no
+    programs beside its eval step."""
+    logits = np.asarray(logits, np.float64)
+    if not len(logits):
+        return 0.0
+    if logits.shape[-1] == 1:
+        return float(np.mean((logits[:, 0] - labels) ** 2))
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return float(-np.mean(np.take_along_axis(log_probs, labels[:, None].astype(int), -1)))
 
 
 def majority_baseline(train_labels, splits: dict, num_labels: int) -> dict | None:

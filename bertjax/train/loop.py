@@ -200,10 +200,10 @@ def log_window(plan: Plan, members, step: int, window: dict, seconds: float, wri
     """Train records of the live members over the steps since the last (window: key -> the
     steps' [K] device metrics); a member whose mean loss is not finite diverges instead.
     The records written."""
-    means = jax.device_get({key: jnp.mean(jnp.stack(window[key]), 0) for key in window})
+    means = {key: np.mean(jax.device_get(window[key]), 0) for key in window}
     speed = round(len(window["loss"]) * plan.batches.batch_size / seconds, 1)  # per run
-    with jax.default_device(jax.local_devices(backend="cpu")[0]):  # not behind the train steps
-        unit = float(plan.unit_lr((step - 1) // plan.schedule.accumulate))
+    update = min((step - 1) // plan.schedule.accumulate, len(plan.unit_lrs) - 1)
+    unit = float(plan.unit_lrs[update])
     written = []
     for i in live(members):
         m, loss = members[i], float(means["loss"][i])

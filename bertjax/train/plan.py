@@ -19,6 +19,8 @@ from bertjax.train.evaluate import MODEL_INPUTS, Evaluator, evaluator_of
 from bertjax.train.optim import learning_rate_schedule, make_optimizer
 from bertjax.train.steps import (
     TrainState,
+    copy_tree,
+    init_opt_state,
     make_members_eval_step,
     make_subset_step,
     make_train_step,
@@ -190,7 +192,7 @@ class Plan:
     evaluator: Evaluator  # of every member (stacked trainables)
     eval_groups: list  # (validation split, member indices): one call for members sharing one
     peak_lrs: np.ndarray  # [K]
-    unit_lr: object  # update -> the schedule's factor of the peak learning rate
+    unit_lrs: np.ndarray  # [update] the schedule's factor of the peak learning rate
     peak_memory_mb: float | None
     num_labels: int
     train_inputs: tuple = MODEL_INPUTS  # the train batches' fields the step takes
@@ -205,6 +207,15 @@ def eval_groups_of(setups: list[Setup]) -> list:
     return list(found.values())
 
 
+def unit_lrs(optim_config, updates: int) -> np.ndarray:
+    """[updates + 1] make_optimizer's schedule at peak 1.0, each update's factor, computed
+    in one program on the CPU (evaluated at each log step, it would compile ~10 eager ops
+    and wait behind the train steps)."""
+    schedule = learning_rate_schedule(optim_config, updates)
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+        return np.asarray(jax.jit(jax.vmap(schedule))(np.arange(updates + 1)))
+
+
 def initial_state(members, setups, optimizers) -> tuple[TrainState, int]:
     """The runs' states stacked over the member axis and the step to go on from: each from
     its checkpoints/last when those still training all stopped at one step, else fresh.
@@ -213,8 +224,8 @@ def initial_state(members, setups, optimizers) -> tuple[TrainState, int]:
     fresh = []
     for setup, optimizer in zip(setups, optimizers, strict=True):
         trainable = peft.split(setup.params, setup.mask)
-        fresh.append(dict(step=jnp.zeros((), jnp.int32), trainable=trainable))
-        fresh[-1]["opt_state"] = optimizer.init(trainable)
+        fresh.append(dict(step=jax.device_put(np.int32(0)), trainable=trainable))
+        fresh[-1]["opt_state"] = init_opt_state(optimizer, trainable)
     saved = [runs.resume(m, like) for m, like in zip(members, fresh, strict=True)]
     going = [tree for m, tree in zip(members, saved, strict=True) if m.status.stopped is None]
     steps = {None if tree is None else int(tree["step"]) for tree in going}
@@ -234,7 +245,7 @@ def initial_state(members, setups, optimizers) -> tuple[TrainState, int]:
         for m, t in zip(members, trees, strict=True)
     ]
     # A copy of the frozen base: the step donates its state, and finishing needs setup.params.
-    state = stack_states(states).replace(frozen=jax.tree_util.tree_map(jnp.copy, frozen))
+    state = stack_states(states).replace(frozen=copy_tree(frozen))
     return state, start
 
 
@@ -300,7 +311,7 @@ def make_plan(members: list[runs.Run], setups: list[Setup], max_members: int | N
         evaluator=evaluator_of(config, setup, make_members_eval_step(model, mesh), mesh),
         eval_groups=eval_groups_of(setups),
         peak_lrs=np.array([m.config.optim.lr for m in members]),
-        unit_lr=learning_rate_schedule(config.optim, schedule.updates),  # as make_optimizer's
+        unit_lrs=unit_lrs(config.optim, schedule.updates),
         peak_memory_mb=peak_mb,
         num_labels=model.num_labels,
         train_inputs=train_inputs_of(distill),

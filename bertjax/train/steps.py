@@ -36,9 +36,22 @@ class TrainState:
 def init_state(params, mask, optimizer: optax.GradientTransformation) -> TrainState:
     """A fresh state of one run, stacked as a group of K = 1 (see `make_train_step`); copies
     `params`, since the train step donates (deletes) its input."""
-    trainable, frozen = peft.partition(jax.tree_util.tree_map(jnp.copy, params), mask)
-    state = TrainState(jnp.zeros((), jnp.int32), trainable, None, optimizer.init(trainable))
+    trainable, frozen = peft.partition(copy_tree(params), mask)
+    step = jax.device_put(np.int32(0))
+    state = TrainState(step, trainable, None, init_opt_state(optimizer, trainable))
     return stack_states([state]).replace(frozen=frozen)
+
+
+def copy_tree(tree):
+    """A copy of every array in `tree` (for a state the step will donate), made without
+    compiling anything (jnp.copy compiles one program per leaf shape)."""
+    return jax.device_put(tree, may_alias=False)
+
+
+def init_opt_state(optimizer: optax.GradientTransformation, trainable):
+    """optimizer.init(trainable) as one compiled program (eagerly, each leaf shape compiles
+    its own zeros)."""
+    return jax.jit(optimizer.init)(trainable)
 
 
 def loss_fn(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
@@ -194,7 +207,15 @@ def _per_member(fn, *states: TrainState) -> TrainState:
 
 def stack_states(states: list[TrainState]) -> TrainState:
     """K single-run states (one frozen base) -> one state stacked over the member axis."""
-    return _per_member(lambda *xs: jnp.stack(xs), *states)
+    frozen = states[0].frozen
+    parts = [s.replace(frozen=None) for s in states]
+    return _stack_trees(*parts).replace(frozen=frozen)
+
+
+@jax.jit
+def _stack_trees(*trees):
+    """One compiled program for the whole tree (eager jnp.stack compiles one per leaf shape)."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
 
 def run_state(state: TrainState, i: int) -> TrainState:
@@ -202,8 +223,10 @@ def run_state(state: TrainState, i: int) -> TrainState:
     return _per_member(lambda x: x[i], state)
 
 
+@jax.jit
 def member(tree, i):
-    """Member i (an int) or members i (an index array) of a stacked tree."""
+    """Member i (an int) or members i (an index array) of a stacked tree: one compiled
+    program per tree and index shape (eager indexing compiles one per leaf shape)."""
     return jax.tree_util.tree_map(lambda x: x[i], tree)
 
 
