@@ -12,12 +12,15 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from bertjax.parallel import distributed
 
 
-def _checkpointer() -> ocp.StandardCheckpointer:
+def _checkpointer():
+    """Orbax's StandardCheckpointer; Orbax is imported at a run's first save or restore
+    (not by a run's start-up, nor by eval.py's)."""
+    import orbax.checkpoint as ocp
+
     return ocp.StandardCheckpointer()
 
 
@@ -130,7 +133,7 @@ def _reason(err: Exception) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _as_saved(checkpointer: ocp.StandardCheckpointer, path: Path):
+def _as_saved(checkpointer, path: Path):
     """Shapes and dtypes of a saved tree, placed on this process's first device: a checkpoint
     written on another mesh (say 4 devices) restores anywhere."""
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -150,7 +153,9 @@ def restore(folder: Path, like=None) -> tuple:
     if like is None:
         abstract = _as_saved(checkpointer, folder / "state")
     else:
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+        from orbax.checkpoint.utils import to_shape_dtype_struct
+
+        abstract = jax.tree_util.tree_map(to_shape_dtype_struct, like)
     tree = checkpointer.restore(folder / "state", abstract)
     return tree, json.loads((folder / "meta.json").read_text())
 
