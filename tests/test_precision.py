@@ -197,3 +197,28 @@ def test_auto_dtype_follows_the_hardware():
         assert compute_dtype("auto") == ("bfloat16" if native else "float32")
     with pytest.raises(ValueError, match="dtype 'float16' unknown"):
         compute_dtype("float16")
+
+
+def test_auto_is_the_default_and_runs_saved_before_keep_float32(tmp_path, monkeypatch):
+    """ "auto" is the default; a run folder written before (no dtype in config.json) trained
+    in float32 and still reads as float32; a saved "float32" and the "auto" default count as
+    the same config exactly where auto resolves to float32."""
+    import json
+
+    from bertjax import runs
+    from bertjax.train import defaults
+
+    assert defaults.get_config().dtype == "auto"
+    old = runs.config_dict(defaults.get_config())
+    del old["dtype"]
+    (tmp_path / runs.CONFIG_FILE).write_text(json.dumps(old))
+    saved = runs.saved_config(tmp_path)
+    assert saved["dtype"] == "float32"
+    now = runs.config_dict(defaults.get_config())
+    for here, expected in (("float32", []), ("bfloat16", ["dtype: 'float32' -> 'auto'"])):
+        resolved = {"auto": here, "float32": "float32", "bfloat16": "bfloat16"}
+        monkeypatch.setattr(precision, "compute_dtype", resolved.__getitem__)
+        assert runs.differences(saved, now) == expected
+    assert runs.differences({"dtype": "float32"}, {"dtype": "bfloat16"}) == [
+        "dtype: 'float32' -> 'bfloat16'"
+    ]

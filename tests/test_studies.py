@@ -88,7 +88,7 @@ def test_dry_run_command_spells_the_sweep():
     (item,) = runner.plan(study, Path("out"), "data", "/minilm", ("bitfit_pooler",), (1, 2))
     assert runner.command_line(study, item, "data", "/minilm") == (
         "python sweep.py --config configs/mrpc.py:method=bitfit,lr=5e-3 --config.model=/minilm "
-        "--config.data.path=data/mrpc --config.train.log_every=10 "
+        "--config.data.path=data/mrpc --config.train.log_every=10 --config.dtype=float32 "
         "--config.data.splits.validation=dev --config.train.epochs=2 --config.train.eval_every=40 "
         """--config.peft.modules_to_save='("bert/pooler",)' --grid train.batch_size=32 """
         "--seeds 1,2 --vectorize --workdir out/mrpc_rank/bitfit_pooler"

@@ -28,6 +28,9 @@ log = logging.getLogger("bertjax")
 CONFIG_FILE, LABELS_FILE, METRICS_FILE = "config.json", "labels.json", "metrics.jsonl"
 SUMMARY_FILE, CURVES_FILE, BASE_FILE = "summary.json", "curves.png", "base.json"
 LOCK_FILE = ".lock"
+# Fields whose default changed, at the default a run written before then trained with
+# (dtype: "float32" until issue #25 made "auto" the default).
+DEFAULTS_BEFORE = {"dtype": "float32"}
 # Fields that may differ between a run and its resume.
 IGNORED_WHEN_RESUMING = ("workdir", "log.tensorboard")
 
@@ -76,7 +79,7 @@ def saved_config(folder: Path) -> dict:
         return out
 
     saved = json.loads((Path(folder) / CONFIG_FILE).read_text())
-    return fill(saved, config_dict(defaults.get_config()))
+    return fill(fill(saved, DEFAULTS_BEFORE), config_dict(defaults.get_config()))
 
 
 def differences(old: dict, new: dict, ignored=IGNORED_WHEN_RESUMING) -> list[str]:
@@ -92,7 +95,23 @@ def differences(old: dict, new: dict, ignored=IGNORED_WHEN_RESUMING) -> list[str
                 out.append(f"{prefix}{key}: {x!r} -> {y!r}")
         return out
 
-    return walk(without(old, ignored), without(new, ignored), "")
+    return [
+        diff
+        for diff in walk(without(old, ignored), without(new, ignored), "")
+        if not (diff.startswith("dtype: ") and _same_compute_dtype(old, new))
+    ]
+
+
+def _same_compute_dtype(old: dict, new: dict) -> bool:
+    """Whether two configs' dtype fields compute alike on this machine ("auto" resolves to
+    bfloat16 or float32 here): a run saved with "float32" resumes under the "auto" default
+    where auto means float32."""
+    from bertjax.models.precision import compute_dtype
+
+    try:
+        return compute_dtype(old.get("dtype")) == compute_dtype(new.get("dtype"))
+    except (ValueError, TypeError):  # an unknown name: it differs as written
+        return False
 
 
 # ---- the lock ----

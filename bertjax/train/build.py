@@ -1,12 +1,8 @@
 """Config → objects: the peft config, the trainable mask, tokenized data and the model."""
 
 import dataclasses
-import functools
 import hashlib
-import logging
-from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 
 import peft
@@ -20,44 +16,9 @@ from bertjax.runs import checkpoint
 from bertjax.train.checks import check_select_metric
 from bertjax.train.distill import Distill
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-# CPU flags of native bfloat16 dot products (AVX512_BF16, AMX): there bfloat16 matmuls with
-# float32 results run at about twice the float32 rate; without them they are emulated.
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-log = logging.getLogger("bertjax")
-
-
-def native_bfloat16(device=None, cpuinfo: str | None = None) -> str | None:
-    """Why `device` (default: the first) has native bfloat16 matmuls, or None: a TPU, an
-    NVIDIA GPU of compute capability ≥ 8.0 (Ampere), a CPU with one of BF16_CPU_FLAGS in
-    `cpuinfo` (default: /proc/cpuinfo)."""
-    device = device or jax.devices()[0]
-    if device.platform == "tpu":
-        return "TPU"
-    if device.platform == "gpu":
-        capability = getattr(device, "compute_capability", "0")
-        major = int(str(capability).split(".")[0] or 0)
-        return f"GPU sm{str(capability).replace('.', '')}" if major >= 8 else None
-    if cpuinfo is None:
-        proc = Path("/proc/cpuinfo")
-        cpuinfo = proc.read_text() if proc.exists() else ""
-    flags = set(cpuinfo.split())
-    found = [flag for flag in BF16_CPU_FLAGS if flag in flags]
-    return f"CPU {'+'.join(found)}" if found else None
-
-
-@functools.cache
-def compute_dtype(name: str) -> str:
-    """config.dtype resolved: "auto" is bfloat16 where `native_bfloat16()`, else float32;
-    logged once per process and name."""
-    if name not in (*DTYPES, "auto"):
-        raise ValueError(f"dtype {name!r} unknown; use auto, {' or '.join(DTYPES)}")
-    if name != "auto":
-        return name
-    reason = native_bfloat16()
-    resolved = "bfloat16" if reason else "float32"
-    log.info("dtype auto: %s (%s)", resolved, reason or "no native bfloat16 matmuls")
-    return resolved
+# Moved to bertjax/models/precision.py (runs/ compares resolved dtypes); kept here too.
+DTYPES, BF16_CPU_FLAGS = precision.DTYPES, precision.BF16_CPU_FLAGS
+native_bfloat16, compute_dtype = precision.native_bfloat16, precision.compute_dtype
 
 
 def frozen_in_compute_dtype(params, mask, dtype):

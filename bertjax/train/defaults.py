@@ -18,7 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
     )  # keep these layers (0,2,4: a 3-layer student); None: all
     config.num_labels = placeholder(int)  # None: from the data's labels
     config.workdir = placeholder(str)  # run folder; None: runs/<name>
-    config.dtype = "float32"  # matmul dtype: float32 | bfloat16 | auto (bf16 on native bf16 hw)
+    config.dtype = "auto"  # matmuls: auto (bfloat16 on native bf16 hardware) | float32 | bfloat16
 
     config.data = data = ml_collections.ConfigDict()
     data.name = placeholder(str)  # hub dataset, e.g. "glue" (with subset "sst2"), "imdb"
