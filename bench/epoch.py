@@ -48,7 +48,7 @@ def make_config(args, model: str, data_dir: Path, workdir: Path):
     # one evaluation, at the epoch's end, as the PyTorch reference (by default a run this
     # short would evaluate 4 times)
     config.train.eval_every = 10**9
-    config.dtype = getattr(args, "dtype", "float32")
+    config.dtype = getattr(args, "dtype", "float32")  # epoch.py: float32; whole_run.py: its flag
     return config
 
 

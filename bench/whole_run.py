@@ -1,17 +1,18 @@
 """Whole-process wall time of one training run, ours (cold and warm XLA cache) vs PyTorch.
 
-    python bench/whole_run.py [--train_examples 4000 --method lora --lr 5e-4 --dtype bfloat16 \
+    python bench/whole_run.py [--train_examples 4000 --method lora --lr 5e-4 --dtype float32 \
         --markdown f.md]
 
 The same work as bench/epoch.py (a seeded SST-2 subset, one epoch, MiniLM-L6, batch 32, dev
 evaluation), but each side is timed as a whole process from its start to its exit: Python
 start, imports, tokenization, weights, compilation, training, evaluation, checkpoints, plots.
 Ours runs twice in one fresh persistent XLA cache (`BERTJAX_XLA_CACHE`): cold (empty) and
-warm (the programs of the first run), at the default settings (float32, packed rows). PyTorch
-(bench/torch_ref.py) runs three times: float32 with dynamic padding on shuffled batches,
-float32 with Trainer's `group_by_length`, and bf16 autocast with `group_by_length`. Ours also
-reports where its time goes (each phase timed in the process by wrapping the function that
-does it; compile times from jax.monitoring).
+warm (the programs of the first run), at the default settings (dtype auto: bfloat16 where the
+hardware has native bf16 matmuls; packed rows). PyTorch (bench/torch_ref.py) runs three
+times: float32 with dynamic padding on shuffled batches, float32 with Trainer's
+`group_by_length`, and bf16 autocast with `group_by_length`. Ours also reports where its time
+goes (each phase timed in the process by wrapping the function that does it; compile times
+from jax.monitoring).
 """
 
 import argparse
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import common
 from epoch import make_config, token_counts, write_subset
+
+from bertjax.models.precision import compute_dtype
 
 # phase -> (module, function) timed in the child; the loop's remainder is the train steps.
 PHASES = {
@@ -192,7 +195,9 @@ def main():
     parser.add_argument("--method", default="lora", choices=list(common.METHODS))
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--dtype", default="float32", help="ours: config.dtype")
+    parser.add_argument(
+        "--dtype", default="auto", help="ours: config.dtype (default: auto, our default)"
+    )
     parser.add_argument(
         "--ours_only", action="store_true", help="ours cold and warm with the breakdown only"
     )
@@ -235,7 +240,8 @@ def main():
     text = (
         f"SST-2 {args.train_examples} train examples, 1 epoch, method {args.method}, MiniLM-L6, "
         f"batch {args.batch}, lr {args.lr}; ours at the default settings (packed rows) in "
-        f"{args.dtype}. Whole process, one run each, one after the other.\n\n"
+        f"{args.dtype} ({compute_dtype(args.dtype)} here). Whole process, one run each, one "
+        "after the other.\n\n"
         f"{side_by_side(cold, warm, (dynamic, grouped, autocast))}\n\n"
         f"Where our time goes:\n\n{breakdown(cold, warm)}"
     )
