@@ -1,5 +1,6 @@
 """Training runs end to end on real data: run folder, metrics, resume, bad input."""
 
+import collections
 import json
 import re
 from pathlib import Path
@@ -272,3 +273,32 @@ def test_eval_cli_metrics_and_predict(tmp_path, tiny_bert_vocab_dir, shared_data
     with pytest.raises(ValueError, match=r"single.txt line 1: each line needs 2 tab-separated"):
         inference.predict_file(tmp_path / "run", bad, tmp_path / "out.tsv")
     assert not (tmp_path / "out.tsv").exists()
+
+
+def test_a_run_compiles_each_program_once(tmp_path, tiny_bert_vocab_dir, shared_data):
+    """Issue #25, one compile per program: 2 epochs of 8 steps, logged every 2 steps and
+    evaluated every 4, compile the train step once and nothing per log step or evaluation
+    (eager jnp ops there compiled one program per op and shape: ~90 programs a run)."""
+    compiled = collections.Counter()
+
+    def listen(event, seconds, fun_name="", **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled[fun_name] += 1
+
+    config = run_config(
+        tmp_path / "run",
+        tiny_bert_vocab_dir,
+        shared_data / "sst2",
+        **{"peft.method": "lora", "train.epochs": 2, "train.log_every": 2, "train.eval_every": 4},
+    )
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        summary = training.train(config)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    logged = [r["step"] for r in runs.read_metrics(tmp_path / "run") if r["split"] == "train"]
+    assert logged == [2, 4, 6, 8, 10, 12, 14, 16]
+    assert summary["best_step"] in (4, 8, 12, 16)
+    assert compiled["jit(train_step)"] <= 1 and compiled["jit(eval_step)"] <= 2  # dev, test
+    assert max(compiled.values()) <= 3, compiled  # jit(member): 3 trees
+    assert sum(compiled.values()) <= 20, compiled

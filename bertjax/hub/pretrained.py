@@ -127,7 +127,7 @@ def _read_torch_bin(file: Path) -> dict[str, np.ndarray]:
 
 
 def _init_params(model, seed: int, abstract: bool = False):
-    tokens = jnp.zeros((1, 8), jnp.int32)
+    tokens = np.zeros((1, 8), np.int32)
     init = jax.jit(model.init)
     if abstract:
         return jax.eval_shape(init, jax.random.key(seed), tokens)["params"]
@@ -138,7 +138,7 @@ def _init_leaves(model, seed: int, paths: list[tuple[str, ...]]) -> dict:
     """{path: value} of a seeded init's leaves at `paths` only: the values `_init_params`
     gives them, but XLA drops the rest of the init as dead code, so a new head does not
     draw (nor compile the drawing of) the 30k × hidden word embeddings."""
-    tokens = jnp.zeros((1, 8), jnp.int32)
+    tokens = np.zeros((1, 8), np.int32)
 
     def init(key):
         flat = flatten_dict(model.init(key, tokens)["params"])

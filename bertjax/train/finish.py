@@ -3,7 +3,6 @@
 import logging
 import time
 
-import jax
 import numpy as np
 
 import peft
@@ -16,6 +15,7 @@ from bertjax.train import distill
 from bertjax.train.build import Setup
 from bertjax.train.evaluate import majority_baseline, metrics_of
 from bertjax.train.plan import Plan
+from bertjax.train.steps import stack_trees
 
 log = logging.getLogger("bertjax")
 # What the best validation select_metric must gain over always predicting the majority
@@ -55,7 +55,7 @@ def record_on_test(run: runs.Run, setup: Setup, trainable, frozen, plan: Plan) -
     if test is None or not data.has_labels(test):
         return None
     num_labels = setup.model.num_labels
-    stacked = jax.tree_util.tree_map(lambda x: x[None], trainable)
+    stacked = stack_trees(trainable)  # a group of one run
     start = time.perf_counter()
     logits = plan.evaluator.logits(stacked, frozen, test, num_labels, desc="test")
     seconds = time.perf_counter() - start

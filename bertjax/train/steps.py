@@ -209,12 +209,13 @@ def stack_states(states: list[TrainState]) -> TrainState:
     """K single-run states (one frozen base) -> one state stacked over the member axis."""
     frozen = states[0].frozen
     parts = [s.replace(frozen=None) for s in states]
-    return _stack_trees(*parts).replace(frozen=frozen)
+    return stack_trees(*parts).replace(frozen=frozen)
 
 
 @jax.jit
-def _stack_trees(*trees):
-    """One compiled program for the whole tree (eager jnp.stack compiles one per leaf shape)."""
+def stack_trees(*trees):
+    """Trees of equal structure stacked leaf by leaf along a new leading axis, as one compiled
+    program (eager jnp.stack compiles one per leaf shape)."""
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
 
