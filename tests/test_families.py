@@ -324,6 +324,7 @@ def test_memory_estimate_for_distilbert(tiny_distilbert_dir, monkeypatch):
     config = tiny.get_config()
     config.model = str(tiny_distilbert_dir)
     config.peft.lora.targets = ("q_lin", "v_lin")
+    config.dtype = "float32"  # the counts below are float32's
     rows = {r["method"]: r for r in memory.measure(config, 4, 16, ("lora",))}
     # LoRA rank 2 on q_lin, v_lin of 2 layers, plus pre_classifier and a 2-label classifier.
     assert rows["lora"]["trainable"] == N * 2 * 2 * (H + H) + (H * H + H) + (H * 2 + 2)

@@ -113,7 +113,7 @@ def test_cli_rows_and_agreement_with_xla(tmp_path):
     env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()}
     out = subprocess.run(
         [sys.executable, "-m", "bertjax.train.memory", "--config", "configs/tiny.py"]
-        + [f"--config.model={model}"],
+        + [f"--config.model={model}", "--config.dtype=float32"],
         cwd=REPO,
         env=env,
         capture_output=True,

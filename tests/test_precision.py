@@ -197,6 +197,10 @@ def test_auto_dtype_follows_the_hardware():
         assert compute_dtype("auto") == ("bfloat16" if native else "float32")
     with pytest.raises(ValueError, match="dtype 'float16' unknown"):
         compute_dtype("float16")
+    assert precision.describe_dtype("float32") == "float32"
+    auto = precision.describe_dtype("auto")  # what a run logs at start
+    reason = native_bfloat16() or "no native bfloat16 matmuls"
+    assert auto == f"auto: {compute_dtype('auto')} ({reason})"
 
 
 def test_auto_is_the_default_and_runs_saved_before_keep_float32(tmp_path, monkeypatch):

@@ -10,7 +10,6 @@ bfloat16 operands (half the memory of float32 ones) as the residuals.
 """
 
 import functools
-import logging
 from pathlib import Path
 
 import jax
@@ -19,7 +18,6 @@ import numpy as np
 from jax import lax
 
 FLOAT32 = jnp.float32
-log = logging.getLogger("bertjax")
 
 
 def _is_dense(dimension_numbers, lhs_ndim: int) -> bool:
@@ -190,13 +188,18 @@ def native_bfloat16(device=None, cpuinfo: str | None = None) -> str | None:
 
 @functools.cache
 def compute_dtype(name: str) -> str:
-    """config.dtype resolved: "auto" is bfloat16 where `native_bfloat16()`, else float32;
-    logged once per process and name."""
+    """config.dtype resolved: "auto" is bfloat16 where `native_bfloat16()`, else float32
+    (a run logs its choice at start: `describe_dtype`)."""
     if name not in (*DTYPES, "auto"):
         raise ValueError(f"dtype {name!r} unknown; use auto, {' or '.join(DTYPES)}")
     if name != "auto":
         return name
-    reason = native_bfloat16()
-    resolved = "bfloat16" if reason else "float32"
-    log.info("dtype auto: %s (%s)", resolved, reason or "no native bfloat16 matmuls")
-    return resolved
+    return "bfloat16" if native_bfloat16() else "float32"
+
+
+def describe_dtype(name: str) -> str:
+    """config.dtype as a run logs it at start: "float32", or "auto: bfloat16 (CPU
+    avx512_bf16)" / "auto: float32 (no native bfloat16 matmuls)"."""
+    if name != "auto":
+        return compute_dtype(name)
+    return f"auto: {compute_dtype(name)} ({native_bfloat16() or 'no native bfloat16 matmuls'})"

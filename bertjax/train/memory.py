@@ -79,6 +79,7 @@ from bertjax.models.families import (
     norm_modules,
 )
 from bertjax.models.layers import REMAT_POLICIES
+from bertjax.models.precision import compute_dtype, describe_dtype
 from bertjax.train.build import peft_config, remat_of
 from bertjax.train.optim import make_optimizer
 from bertjax.train.steps import compiled_memory, init_state, make_train_step, stacked
@@ -235,9 +236,8 @@ def measure(
             f"{config.model}: no memory estimate for model_type {model_config.model_type!r}; "
             f"it covers {', '.join(covered)}"
         )
-    if config.dtype not in DTYPE_BYTES:
-        raise ValueError(f"dtype {config.dtype!r} unknown; use float32 or bfloat16")
-    dtype_bytes = DTYPE_BYTES[config.dtype]
+    dtype = compute_dtype(config.dtype)  # "auto": what a run here would compute in
+    dtype_bytes = DTYPE_BYTES[dtype]
     num_labels = config.num_labels or 2
     optimizer = make_optimizer(config.optim, 1000)
     c = model_config
@@ -252,7 +252,7 @@ def measure(
     rows = []
     for method in methods:
         peft_cfg = method_peft(config, method)
-        model, params = abstract_model(c, num_labels, peft_cfg, jnp.dtype(config.dtype))
+        model, params = abstract_model(c, num_labels, peft_cfg, jnp.dtype(dtype))
         head = head_modules(model)
         mask = peft.trainable_mask(params, peft_cfg or method, head=head, norms=norm_modules(model))
         trainable = peft.count(params, mask)
@@ -265,7 +265,7 @@ def measure(
         xla = compiled(model, params, mask, optimizer, batch_size, max_length)
         row = dict(method=method, trainable=trainable, frozen=frozen, estimate=est, xla=xla)
         if remat:
-            rematted = build(c, num_labels, peft_cfg, jnp.dtype(config.dtype), remat)
+            rematted = build(c, num_labels, peft_cfg, jnp.dtype(dtype), remat)
             row["xla_remat"] = compiled(rematted, params, mask, optimizer, batch_size, max_length)
         rows.append(row)
     return rows
@@ -332,7 +332,8 @@ def command() -> None:
         rows = measure(config, batch_size, max_length, methods_flag.value, remat)
         backend = jax.devices()[0].platform
         print(
-            f"{config.model}: batch {batch_size} x length {max_length}, {config.dtype}, "
+            f"{config.model}: batch {batch_size} x length {max_length}, "
+            f"{describe_dtype(config.dtype)}, "
             f"XLA on {backend}"
         )
         print(table(rows))

@@ -12,6 +12,7 @@ import numpy as np
 import peft
 from bertjax import runs
 from bertjax.data import batching, packing
+from bertjax.models.precision import describe_dtype
 from bertjax.parallel import sharding
 from bertjax.train import groups
 from bertjax.train.build import Setup, distill_of
@@ -334,3 +335,4 @@ def _announce(plan: Plan, members: list[runs.Run]) -> None:
         100 * stats["pad_fraction"],
         plan.peak_memory_mb,
     )
+    log.info("dtype %s", describe_dtype(members[0].config.dtype))
