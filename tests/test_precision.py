@@ -226,3 +226,17 @@ def test_auto_is_the_default_and_runs_saved_before_keep_float32(tmp_path, monkey
     assert runs.differences({"dtype": "float32"}, {"dtype": "bfloat16"}) == [
         "dtype: 'float32' -> 'bfloat16'"
     ]
+
+
+def test_the_host_evaluation_loss_is_the_train_steps_loss():
+    """evaluate.mean_loss (NumPy, no compile) is steps.loss_fn at unit weights."""
+    from bertjax.train.evaluate import mean_loss
+    from bertjax.train.steps import loss_fn
+
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(7, 3)).astype(np.float32) * 4, rng.integers(0, 3, 7)
+    ones = np.ones(7, np.float32)
+    assert mean_loss(logits, labels) == pytest.approx(float(loss_fn(logits, labels, ones)), 1e-6)
+    scores, targets = rng.normal(size=(7, 1)).astype(np.float32), rng.normal(size=7)
+    expected = float(loss_fn(scores, targets.astype(np.float32), ones))
+    assert mean_loss(scores, targets) == pytest.approx(expected, 1e-5)

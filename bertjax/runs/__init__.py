@@ -91,25 +91,21 @@ def differences(old: dict, new: dict, ignored=IGNORED_WHEN_RESUMING) -> list[str
             x, y = a.get(key), b.get(key)
             if isinstance(x, dict) and isinstance(y, dict):
                 out += walk(x, y, f"{prefix}{key}.")
-            elif x != y:
+            elif x != y and not (f"{prefix}{key}" == "dtype" and _same_compute_dtype(x, y)):
                 out.append(f"{prefix}{key}: {x!r} -> {y!r}")
         return out
 
-    return [
-        diff
-        for diff in walk(without(old, ignored), without(new, ignored), "")
-        if not (diff.startswith("dtype: ") and _same_compute_dtype(old, new))
-    ]
+    return walk(without(old, ignored), without(new, ignored), "")
 
 
-def _same_compute_dtype(old: dict, new: dict) -> bool:
-    """Whether two configs' dtype fields compute alike on this machine ("auto" resolves to
-    bfloat16 or float32 here): a run saved with "float32" resumes under the "auto" default
-    where auto means float32."""
+def _same_compute_dtype(old: str, new: str) -> bool:
+    """Whether two dtype fields compute alike on this machine ("auto" resolves to bfloat16
+    or float32 here): a run saved with "float32" resumes under the "auto" default where auto
+    means float32."""
     from bertjax.models.precision import compute_dtype
 
     try:
-        return compute_dtype(old.get("dtype")) == compute_dtype(new.get("dtype"))
+        return compute_dtype(old) == compute_dtype(new)
     except (ValueError, TypeError):  # an unknown name: it differs as written
         return False
 

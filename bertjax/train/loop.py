@@ -200,7 +200,7 @@ def log_window(plan: Plan, members, step: int, window: dict, seconds: float, wri
     """Train records of the live members over the steps since the last (window: key -> the
     steps' [K] device metrics); a member whose mean loss is not finite diverges instead.
     The records written."""
-    means = {key: np.mean(jax.device_get(window[key]), 0) for key in window}
+    means = {key: np.mean(values, 0) for key, values in jax.device_get(window).items()}
     speed = round(len(window["loss"]) * plan.batches.batch_size / seconds, 1)  # per run
     update = min((step - 1) // plan.schedule.accumulate, len(plan.unit_lrs) - 1)
     unit = float(plan.unit_lrs[update])
