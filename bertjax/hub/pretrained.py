@@ -9,6 +9,7 @@ import pickle
 from pathlib import Path
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
@@ -126,25 +127,32 @@ def _read_torch_bin(file: Path) -> dict[str, np.ndarray]:
     return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
 
 
-def _init_params(model, seed: int, abstract: bool = False):
+def _init_params(model, seed: int):
     tokens = np.zeros((1, 8), np.int32)
-    init = jax.jit(model.init)
-    if abstract:
-        return jax.eval_shape(init, jax.random.key(seed), tokens)["params"]
-    return init(jax.random.key(seed), tokens)["params"]
+    return jax.jit(model.init)(jax.random.key(seed), tokens)["params"]
 
 
-def _init_leaves(model, seed: int, paths: list[tuple[str, ...]]) -> dict:
-    """{path: value} of a seeded init's leaves at `paths` only: the values `_init_params`
-    gives them, but XLA drops the rest of the init as dead code, so a new head does not
-    draw (nor compile the drawing of) the 30k × hidden word embeddings."""
+def _traced_init(model):
+    """model.init(key, tokens)["params"] traced once (Flax's tracing of a whole model costs
+    ~0.5 s): its abstract params (`out_info`) and its jaxpr, for `_init_leaves`."""
     tokens = np.zeros((1, 8), np.int32)
+    return jax.jit(lambda key: model.init(key, tokens)["params"]).trace(jax.random.key(0))
 
-    def init(key):
-        flat = flatten_dict(model.init(key, tokens)["params"])
-        return {"/".join(p): flat[p] for p in paths}
 
-    values = jax.jit(init)(jax.random.key(seed))
+def _init_leaves(traced, seed: int, paths: list[tuple[str, ...]]) -> dict:
+    """{path: value} of a seeded init's leaves at `paths` only (traced: `_traced_init`): the
+    values `_init_params` gives them, but XLA drops the rest of the init as dead code, so a
+    new head does not draw (nor compile the drawing of) the 30k × hidden word embeddings.
+    The init's jaxpr is replayed rather than the model traced again."""
+    init = jax.extend.core.jaxpr_as_fun(traced.jaxpr)
+    leaves = jax.tree_util.tree_flatten_with_path(traced.out_info)[0]
+    index = {tuple(k.key for k in path): i for i, (path, _) in enumerate(leaves)}
+
+    def chosen(key):
+        values = init(key)
+        return {"/".join(p): values[index[p]] for p in paths}
+
+    values = jax.jit(chosen)(jax.random.key(seed))
     return {p: values["/".join(p)] for p in paths}
 
 
@@ -245,7 +253,8 @@ def from_pretrained(
     if layers is not None:
         state = keep_layers(state, family.layer_prefix, layers)
     state = align_prefix(state, family.prefix, family.encoder_keys, bare=num_labels is None)
-    target = _init_params(model, seed, abstract=True)
+    traced = _traced_init(model)
+    target = traced.out_info
     loaded, missing, unused = hf_to_flax(state, target)
 
     not_allowed = ["/".join(p) for p in missing if not _is_new_ok(p, family)]
@@ -266,7 +275,7 @@ def from_pretrained(
         )
     if missing:
         flat = flatten_dict(loaded)
-        flat.update(_init_leaves(model, seed, missing))
+        flat.update(_init_leaves(traced, seed, missing))
         loaded = unflatten_dict(flat)
         if isinstance(peft, LoraConfig) and peft.use_dora:  # magnitudes of the loaded kernels
             loaded = reset_magnitudes(loaded, peft)

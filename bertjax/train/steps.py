@@ -135,9 +135,30 @@ def _train_step(model, optimizer: optax.GradientTransformation, distill: Distill
 
 
 def _members_step(model, optimizer: optax.GradientTransformation, distill=None):
-    """One run's step under vmap over the member axis (the frozen base shared)."""
+    """One run's step under vmap over the member axis (the frozen base shared). A single
+    member (a plain run) takes the step without vmap, on its state and batch taken out of
+    the member axis: the same program, a third less to trace (vmap's batching interpreter
+    wraps every primitive), and XLA sees no size-1 batch dimensions."""
     step = _train_step(model, optimizer, distill)
-    return jax.vmap(step, in_axes=(MEMBER_AXES, 0, 0), out_axes=(MEMBER_AXES, 0))
+    batched = jax.vmap(step, in_axes=(MEMBER_AXES, 0, 0), out_axes=(MEMBER_AXES, 0))
+
+    def members_step(state: TrainState, batches: dict, rngs: jax.Array):
+        if rngs.shape[0] > 1:
+            return batched(state, batches, rngs)
+        first = _per_member(lambda x: x[0], state)
+        new, metrics = step(first, _first(batches), rngs[0])
+        return _per_member(lambda x: x[None], new), _with_member_axis(metrics)
+
+    return members_step
+
+
+def _first(tree):
+    """The only member of a tree stacked over one member."""
+    return jax.tree_util.tree_map(lambda x: x[0], tree)
+
+
+def _with_member_axis(tree):
+    return jax.tree_util.tree_map(lambda x: x[None], tree)
 
 
 def make_train_step(
@@ -250,7 +271,11 @@ def make_members_eval_step(model, mesh: Mesh | None = None):
     members = jax.vmap(one, in_axes=(0, None, None))
 
     def eval_step(trainables, frozen, batch):
-        logits = members(trainables, frozen, batch)  # [s, batch, num_labels]
+        leaves = jax.tree_util.tree_leaves(trainables)
+        if leaves and leaves[0].shape[0] == 1:  # one member: no vmap
+            logits = _with_member_axis(one(_first(trainables), frozen, batch))
+        else:
+            logits = members(trainables, frozen, batch)  # [s, batch, num_labels]
         return jnp.transpose(logits, (1, 0, 2)).reshape(logits.shape[1], -1)
 
     return _jit(eval_step, mesh, ("replicated", "replicated", "batch"), "replicated")
