@@ -76,6 +76,12 @@ class Evaluator:
     mesh: object = None
     packing: bool = False
 
+    def batches(self, dataset):
+        """`predict`'s batches of dataset."""
+        return batching.eval_batches(
+            dataset, self.batch_size, self.buckets, pad_id=self.pad_id, packing=self.packing
+        )
+
     def logits(self, trainable, frozen, dataset, num_outputs: int, desc=None) -> np.ndarray:
         """`predict`'s logits [len(dataset), num_outputs]."""
         return predict(

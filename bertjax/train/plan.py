@@ -4,6 +4,7 @@ steps and their memory, evaluation groups; and the runs' initial state."""
 import dataclasses
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ from bertjax.models.precision import describe_dtype
 from bertjax.parallel import sharding
 from bertjax.train import groups
 from bertjax.train.build import Setup, distill_of
-from bertjax.train.evaluate import MODEL_INPUTS, Evaluator, evaluator_of
+from bertjax.train.evaluate import MODEL_INPUTS, Evaluator, evaluator_of, model_inputs
 from bertjax.train.optim import learning_rate_schedule, make_optimizer
 from bertjax.train.steps import (
     TrainState,
@@ -25,6 +26,7 @@ from bertjax.train.steps import (
     make_members_eval_step,
     make_subset_step,
     make_train_step,
+    member,
     memory_stats,
     precompiled,
     stack_states,
@@ -276,6 +278,19 @@ def compiled_steps(
     return train_step, subset_step, round(memory["total"] / 2**20, 1) if memory else None
 
 
+def ahead_evaluator(evaluator: Evaluator, state: TrainState, valid, idx: list, cap: int):
+    """`evaluator` with its eval step compiled ahead for the run's first evaluation call: the
+    first batch of `valid` and the members of the first call for members idx (≤ cap of
+    them), as `loop.evaluate` makes it; other shapes compile when first met."""
+    first = next(iter(evaluator.batches(valid)), None)
+    if first is None:
+        return evaluator
+    trainables = member(state.trainable, groups.split(np.asarray(idx), cap)[0])
+    inputs = sharding.put_batch(model_inputs(first), evaluator.mesh)
+    call, _ = precompiled(evaluator.eval_step, trainables, state.frozen, inputs)
+    return dataclasses.replace(evaluator, eval_step=call)
+
+
 def make_plan(members: list[runs.Run], setups: list[Setup], max_members: int | None):
     """(plan, stacked state on the mesh, step to go on from) of training `members` (one
     frozen base) at most `max_members` per call of the step."""
@@ -294,9 +309,16 @@ def make_plan(members: list[runs.Run], setups: list[Setup], max_members: int | N
     rngs = jnp.stack([jax.random.key(m.config.train.seed) for m in members])
     longest = batches.longest(model.num_labels)
     distill = distill_of(config)
-    train_step, subset_step, peak_mb = compiled_steps(
-        model, optimizers[0], mesh, state, longest, cap, rngs, distill
-    )
+    evaluator = evaluator_of(config, setup, make_members_eval_step(model, mesh), mesh)
+    eval_groups = eval_groups_of(setups)
+    # XLA compiles on one core: the first evaluation's program compiles on a second thread
+    # while the train step compiles (cold, ~0.5 s off the run's start-up)
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(ahead_evaluator, evaluator, state, *eval_groups[0], cap)
+        train_step, subset_step, peak_mb = compiled_steps(
+            model, optimizers[0], mesh, state, longest, cap, rngs, distill
+        )
+        evaluator = ahead.result()
     seed_of = np.array([m.config.train.seed for m in members])
     plan = Plan(
         schedule=schedule,
@@ -309,8 +331,8 @@ def make_plan(members: list[runs.Run], setups: list[Setup], max_members: int | N
         mesh=mesh,
         train_step=train_step,
         subset_step=subset_step,
-        evaluator=evaluator_of(config, setup, make_members_eval_step(model, mesh), mesh),
-        eval_groups=eval_groups_of(setups),
+        evaluator=evaluator,
+        eval_groups=eval_groups,
         peak_lrs=np.array([m.config.optim.lr for m in members]),
         unit_lrs=unit_lrs(config.optim, schedule.updates),
         peak_memory_mb=peak_mb,
