@@ -25,6 +25,15 @@ def compilation_cache(tmp_path_factory):
     yield folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tokenizer_cache(tmp_path_factory):
+    """Tokenizers read back without transformers (bertjax/hub/encoder.py) are cached for the
+    session (and the train.py/eval.py it starts), never in the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("tokenizer_cache")
+    os.environ["BERTJAX_TOKENIZER_CACHE"] = str(folder)
+    yield folder
+
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
 

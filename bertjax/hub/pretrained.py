@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from bertjax.hub import hf_peft
+from bertjax.hub import encoder, hf_peft
 from bertjax.hub.convert import (
     align_prefix,
     clean_state_dict,
@@ -438,15 +438,27 @@ def tokenizer_hash(tokenizer) -> str:
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
 
 
-def load_tokenizer(path_or_id):
-    """The checkpoint's fast tokenizer (transformers.AutoTokenizer); for an adapter folder
+def tokenizer_folder(path_or_id) -> Path:
+    """The local folder whose tokenizer a checkpoint uses: its own, or for an adapter folder
     without tokenizer files, its base model's."""
-    from transformers import AutoTokenizer
-
     folder = resolve(path_or_id)
     has_own = any((folder / name).is_file() for name in TOKENIZER_FILES)
     if hf_peft.is_adapter_dir(folder) and not has_own:
         base = json.loads((folder / hf_peft.CONFIG_FILE).read_text()).get("base_model_name_or_path")
         if base:
-            return load_tokenizer(base)
-    return AutoTokenizer.from_pretrained(str(folder), use_fast=True)
+            return tokenizer_folder(base)
+    return folder
+
+
+def load_tokenizer(path_or_id):
+    """The checkpoint's fast tokenizer (transformers.AutoTokenizer); for an adapter folder
+    without tokenizer files, its base model's."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tokenizer_folder(path_or_id)), use_fast=True)
+
+
+def load_encoder(path_or_id):
+    """What runs encode data with: `load_tokenizer`'s tokenizer, read back from a cache
+    without importing transformers after its first load (bertjax/hub/encoder.py)."""
+    return encoder.load_encoder(tokenizer_folder(path_or_id), load_tokenizer)

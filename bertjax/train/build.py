@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import peft
 from bertjax import data
 from bertjax.data import batching
-from bertjax.hub.pretrained import from_pretrained, load_tokenizer, tokenizer_hash
+from bertjax.hub.pretrained import from_pretrained, load_encoder, tokenizer_hash
 from bertjax.models import precision
 from bertjax.models.families import head_modules, norm_modules
 from bertjax.models.layers import REMAT_POLICIES
@@ -123,7 +123,7 @@ def build_model(config, label_names: list, tokenizer, announce_new: bool = True)
 
 def build(config, label_names=None) -> Setup:
     """Tokenizer, data splits, labels and the model with its trainable mask."""
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = load_encoder(config.model)
     splits, names = data.prepare(
         config.data, tokenizer, config.train.seed, label_names, config.num_labels
     )

@@ -10,7 +10,7 @@ import numpy as np
 
 import peft
 from bertjax import data, runs
-from bertjax.hub.pretrained import load_tokenizer
+from bertjax.hub.pretrained import load_encoder
 from bertjax.parallel import distributed, sharding
 from bertjax.train.build import build_model
 from bertjax.train.evaluate import evaluator_of, metrics_of
@@ -31,7 +31,7 @@ def load_run(run: Path, data_path: str | None = None, with_data: bool = True):
     if data_path is not None:
         config.data.path, config.data.name = data_path, None
     names = json.loads((run / runs.LABELS_FILE).read_text())
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = load_encoder(config.model)
     setup = build_model(config, names, tokenizer, announce_new=False)
     base = json.loads((run / runs.BASE_FILE).read_text())
     # a run from before issue #27 recorded the weights alone: its tokenizer goes unchecked
@@ -117,7 +117,7 @@ def predict_file(run: Path, texts_file: Path, out_file: Path) -> tuple[Path, lis
     table = {f: [e[i] for e in examples] for i, f in enumerate(fields)}
     table["label"] = [data.NO_LABEL] * len(examples)
     dataset = data.tokenize(
-        {"predict": datasets.Dataset.from_dict(table)}, load_tokenizer(config.model), config.data
+        {"predict": datasets.Dataset.from_dict(table)}, load_encoder(config.model), config.data
     )["predict"]
     logits = _logits(config, setup, trainable, dataset, desc="predict")
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
