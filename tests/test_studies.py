@@ -72,7 +72,7 @@ def test_every_committed_record_is_its_study_declaration():
                 built = runs.config_dict(cell.config)
                 assert runs.differences(saved, built, NOT_COMPARED) == [], file
                 compared += 1
-    assert compared == len(list(RECORDS.rglob("config.json"))) == 131
+    assert compared == len(list(RECORDS.rglob("config.json"))) == 145
 
 
 def test_study_runs_land_where_the_page_reads_them():
