@@ -640,3 +640,18 @@ def test_the_majority_class_of_transfer_texts_is_the_teachers_most_frequent_pred
     )
     assert finish.baselines(setup, transfer=True)["validation"]["accuracy"] == pytest.approx(2 / 3)
     assert finish.baselines(setup)["validation"]["accuracy"] == pytest.approx(1 / 3)
+
+
+def test_the_teacher_cache_key_covers_every_tokenizer_file(tmp_path):
+    """A DeBERTa-v3 hub folder's tokenizer is spm.model alone: editing it must change the
+    key of cached teacher logits, as editing tokenizer.json or vocab.txt does."""
+    from bertjax.train import teacher
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "spm.model").write_bytes(b"pieces v1")
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    before = teacher.tokenizer_hash(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"other weights")  # not a tokenizer file
+    assert teacher.tokenizer_hash(tmp_path) == before
+    (tmp_path / "spm.model").write_bytes(b"pieces v2")
+    assert teacher.tokenizer_hash(tmp_path) != before

@@ -137,8 +137,8 @@ def _train_step(model, optimizer: optax.GradientTransformation, distill: Distill
 def _members_step(model, optimizer: optax.GradientTransformation, distill=None):
     """One run's step under vmap over the member axis (the frozen base shared). A single
     member (a plain run) takes the step without vmap, on its state and batch taken out of
-    the member axis: the same program, a third less to trace (vmap's batching interpreter
-    wraps every primitive), and XLA sees no size-1 batch dimensions."""
+    the member axis: the same computation with a third less to trace (vmap's batching
+    interpreter wraps every primitive), and XLA sees no size-1 batch dimensions."""
     step = _train_step(model, optimizer, distill)
     batched = jax.vmap(step, in_axes=(MEMBER_AXES, 0, 0), out_axes=(MEMBER_AXES, 0))
 
@@ -172,8 +172,8 @@ def make_train_step(
     state: TrainState stacked over K members along a leading axis (`stack_states`), frozen
     shared; batches: model inputs [K, batch, len]; rngs: [K] keys; metrics: loss [K] and
     grad_norm [K] (before clipping). A member whose `state.active` is False keeps its step,
-    trainable and optimizer state as they were. It is one run's step under `vmap`, jitted
-    with the state donated. Only
+    trainable and optimizer state as they were. It is one run's step (under `vmap` for
+    K > 1), jitted with the state donated. Only
     `state.trainable` is differentiated: frozen weights enter as constants of the backward
     pass, so XLA never computes their weight gradients. With a `mesh`, every member's batch
     is split by rows over its devices (data parallel) and the state is replicated; XLA

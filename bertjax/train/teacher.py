@@ -27,9 +27,10 @@ from bertjax.train.steps import make_eval_step
 log = logging.getLogger("bertjax")
 
 # Files that define a tokenizer (Hugging Face names), hashed into the cache key.
+# DeBERTa-v2/v3 folders ship spm.model (hence .*\.model, not only spiece.model).
 TOKENIZER_FILES = re.compile(
     r"(tokenizer.*|vocab.*|merges\.txt|special_tokens_map\.json|added_tokens\.json|"
-    r"sentencepiece.*|spiece\.model)"
+    r"sentencepiece.*|.*\.model)"
 )
 CACHE_PREFIX = "teacher_logits"
 # A folder of teacher logits shared by runs (e.g. a study's students distilling on the same
