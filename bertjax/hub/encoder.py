@@ -76,9 +76,14 @@ def files_key(folder: Path) -> str:
     digest = hashlib.sha256(f"format {FORMAT}".encode())
     for package in ("transformers", "tokenizers"):
         digest.update(f"{package} {metadata.version(package)}".encode())
-    for name in sorted(p.name for p in folder.iterdir() if TOKENIZER_FILES.fullmatch(p.name)):
-        digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    for path in tokenizer_files(folder):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
+
+
+def tokenizer_files(folder) -> list[Path]:
+    """The files of `folder` that define its tokenizer (TOKENIZER_FILES), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if TOKENIZER_FILES.fullmatch(p.name))
 
 
 def settings_of(tokenizer) -> dict:

@@ -5,7 +5,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,6 +16,7 @@ import peft
 from bertjax import data, runs
 from bertjax.data import files, packing
 from bertjax.data.batching import SOFT_TARGETS, bucket_lengths
+from bertjax.hub import encoder
 from bertjax.hub.pretrained import from_pretrained, load_tokenizer, read_hf_config, resolve
 from bertjax.parallel import distributed, sharding
 from bertjax.runs import checkpoint
@@ -26,12 +26,9 @@ from bertjax.train.steps import make_eval_step
 
 log = logging.getLogger("bertjax")
 
-# Files that define a tokenizer (Hugging Face names), hashed into the cache key.
-# DeBERTa-v2/v3 folders ship spm.model (hence .*\.model, not only spiece.model).
-TOKENIZER_FILES = re.compile(
-    r"(tokenizer.*|vocab.*|merges\.txt|special_tokens_map\.json|added_tokens\.json|"
-    r"sentencepiece.*|.*\.model)"
-)
+# Files that define a tokenizer (Hugging Face names), hashed into the cache key: the ones the
+# tokenizer cache keys on (bertjax/hub/encoder.py; DeBERTa-v2/v3's spm.model included).
+TOKENIZER_FILES = encoder.TOKENIZER_FILES
 CACHE_PREFIX = "teacher_logits"
 # A folder of teacher logits shared by runs (e.g. a study's students distilling on the same
 # transfer texts); read before computing, written beside the run folder's own copy.
@@ -162,8 +159,7 @@ def _digest(*parts: bytes) -> str:
 
 def tokenizer_hash(folder: Path) -> str:
     """sha256 over the names and bytes of a folder's tokenizer files."""
-    names = sorted(p.name for p in Path(folder).iterdir() if TOKENIZER_FILES.fullmatch(p.name))
-    return _digest(*(n.encode() + (Path(folder) / n).read_bytes() for n in names))
+    return _digest(*(p.name.encode() + p.read_bytes() for p in encoder.tokenizer_files(folder)))
 
 
 def cache_key(teacher: Teacher, texts: list[tuple[str, ...]], max_length: int) -> dict:
