@@ -32,9 +32,14 @@ from bertjax.models.precision import compute_dtype
 
 # phase -> (module, function) timed in the child; the loop's remainder is the train steps.
 PHASES = {
+    "setup: the four rows below, overlapped (build)": ("bertjax.train.groups", "build"),
+    "data files and labels (data.labelled)": ("bertjax.data", "labelled"),
     "tokenizer (load_encoder; cold: imports transformers)": ("bertjax.train.build", "load_encoder"),
-    "tokenization (data.prepare)": ("bertjax.data", "prepare"),
-    "weights (from_pretrained)": ("bertjax.train.build", "from_pretrained"),
+    "tokenization (data.tokenize)": ("bertjax.data", "tokenize"),
+    "(on a second thread, overlapping the two above) weights (from_pretrained)": (
+        "bertjax.train.build",
+        "from_pretrained",
+    ),
     "state init / resume check": ("bertjax.train.plan", "initial_state"),
     "train step compile (+ memory analysis)": ("bertjax.train.plan", "compiled_steps"),
     "(on a second thread, overlapping the above) eval step compiled ahead": (
@@ -156,7 +161,7 @@ def breakdown(cold: dict, warm: dict) -> str:
         run["steps_s"] = loop
     rows.append(["train steps, logs, events (rest of the loop)"])
     rows[-1] += [f"{r['steps_s']:.1f}" for r in (cold, warm)]
-    outside = ("tokenizer", "tokenization", "weights", "loop")
+    outside = ("setup", "loop")
     rows.append(["rest (config, run folder, hashes, teacher check, summary)"])
     for r in (cold, warm):
         known = sum(s for n, (s, _) in r["phases"].items() if n.startswith(outside))

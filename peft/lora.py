@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from peft import targets as targets_lib
+from peft.dropout import module_dropout
 from peft.linear import Call
 
 
@@ -81,10 +82,9 @@ class LoRAFactors(nn.Module):
 
 
 def lora_dropout(module: nn.Module, x: jax.Array, rate: float, training: bool) -> jax.Array:
-    """Dropout on the LoRA branch's input, under the layer's own "dropout" rng stream."""
-    if not training or rate == 0:
-        return x
-    return nn.Dropout(rate, deterministic=False, parent=module, name="lora_dropout")(x)
+    """Dropout on the LoRA branch's input, under the layer's own "dropout" rng stream
+    (hashed, `peft.dropout`)."""
+    return module_dropout(module, x, rate, training)
 
 
 def lora_layer(config: LoraConfig, call: Call, out: jax.Array, x: jax.Array, training: bool):

@@ -2,6 +2,7 @@
 a subprocess on real files, and ends either right or in one `error: …` line, exit status 1."""
 
 import json
+import logging
 import os
 import shutil
 import stat
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bertjax.train import loop as training
+from bertjax.train.build import build
 from tests.conftest import one_error as _one_error
 from tests.conftest import run_config
 from tests.conftest import run_script as _cli
@@ -175,6 +177,20 @@ def test_values_that_cannot_mean_what_they_say_are_refused_before_training(
     out = _cli(*_train_args(tiny_bert_vocab_dir, data_dir, tmp_path / "run", flag))
     assert _one_error(out) == f"error: {message}"
     assert not (tmp_path / "run").exists()  # refused before the run folder is written
+
+
+def test_build_logs_the_weights_threads_records_after_the_tokenizer(
+    tmp_path, tiny_bert_vocab_dir, data_dir, caplog
+):
+    """build loads the weights on a second thread while the tokenizer loads; what that thread
+    logs (the new head) comes once, after the tokenization, from the caller's build."""
+    caplog.set_level("INFO", logger="bertjax")
+    config = run_config(tmp_path / "run", tiny_bert_vocab_dir, data_dir)
+    setup = build(config)
+    assert set(setup.splits) >= {"train", "validation"} and setup.label_names == ["0", "1"]
+    new = [r for r in caplog.records if r.getMessage().startswith("newly initialised")]
+    assert len(new) == 1 and new[0].levelname == "WARNING"
+    assert not logging.getLogger("bertjax").filters  # the hold is lifted
 
 
 def test_a_classification_metric_on_regression_is_refused_before_the_first_step(

@@ -359,7 +359,15 @@ def prepare(
 ) -> tuple[dict[str, datasets.Dataset], list[str]]:
     """read_splits -> label_names of the whole train split (unless given, e.g. from a
     checkpoint) -> subsets -> encode -> tokenize."""
+    splits, names = labelled(data_cfg, seed, names, num_labels)
+    return tokenize(splits, tokenizer, data_cfg), names
+
+
+def labelled(
+    data_cfg: Any, seed: int, names: list[str] | None = None, num_labels: int | None = None
+) -> tuple[dict[str, datasets.Dataset], list[str]]:
+    """`prepare` up to its tokenizer: the splits (subsets, labels encoded) and the class
+    names, so the model can be built before the tokenizer is loaded."""
     splits = read_splits(data_cfg, seed)
     names = label_names(splits, data_cfg, num_labels) if names is None else list(names)
-    splits = encode_labels(subsets(splits, data_cfg, seed), names, data_cfg)
-    return tokenize(splits, tokenizer, data_cfg), names
+    return encode_labels(subsets(splits, data_cfg, seed), names, data_cfg), names

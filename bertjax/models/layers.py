@@ -8,8 +8,8 @@ import jax.numpy as jnp
 
 from bertjax.models import precision
 from bertjax.models.config import ModelConfig
-from bertjax.models.dropout import dropout
 from peft.adapter import ACTIVATIONS, Adapter, AdapterConfig
+from peft.dropout import module_dropout
 from peft.inject import PeftMethod
 
 # Adapters live inside the blocks; LoRA, DoRA and IA3 are injected from outside (peft.Peft).
@@ -48,9 +48,7 @@ class ModelOutput:
 
 def block_dropout(module: nn.Module, x: jax.Array, rate: float, deterministic: bool) -> jax.Array:
     """Hashed dropout under `module`'s "dropout" rng stream; draws no key when it is off."""
-    if deterministic or rate == 0:
-        return x
-    return dropout(x, rate, module.make_rng("dropout"))
+    return module_dropout(module, x, rate, not deterministic)
 
 
 class Block(nn.Module):

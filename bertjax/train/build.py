@@ -1,7 +1,11 @@
 """Config → objects: the peft config, the trainable mask, tokenized data and the model."""
 
+import contextlib
 import dataclasses
 import hashlib
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import jax.numpy as jnp
 
@@ -15,6 +19,8 @@ from bertjax.models.layers import REMAT_POLICIES
 from bertjax.runs import checkpoint
 from bertjax.train.checks import check_select_metric
 from bertjax.train.distill import Distill
+
+log = logging.getLogger("bertjax")
 
 # Moved to bertjax/models/precision.py (runs/ compares resolved dtypes); kept here too.
 DTYPES, BF16_CPU_FLAGS = precision.DTYPES, precision.BF16_CPU_FLAGS
@@ -93,9 +99,15 @@ def build_model(config, label_names: list, tokenizer, announce_new: bool = True)
     """The run's model, params and trainable mask from its config and class names, without
     data (`splits` empty). announce_new=False when trained weights will be restored over the
     freshly initialised head and PEFT weights, so they are not announced."""
+    weights = load_weights(config, len(label_names), announce_new)
+    return setup_of(config, label_names, tokenizer, *weights)
+
+
+def load_weights(config, num_labels: int, announce_new: bool = True) -> tuple:
+    """(model, params, trainable mask, sha256 of the frozen weights) of a config."""
     model, params = from_pretrained(
         config.model,
-        len(label_names),
+        num_labels,
         peft=peft_config(config),
         dtype=DTYPES[compute_dtype(config.dtype)],
         seed=config.train.seed,
@@ -107,7 +119,10 @@ def build_model(config, label_names: list, tokenizer, announce_new: bool = True)
         params, mask_method(config), head=head_of(config, model), norms=norm_modules(model)
     )
     _, frozen = peft.partition(params, mask)
-    weights = checkpoint.tree_hash(frozen)
+    return model, params, mask, checkpoint.tree_hash(frozen)
+
+
+def setup_of(config, label_names, tokenizer, model, params, mask, weights: str) -> Setup:
     return Setup(
         model,
         params,
@@ -121,12 +136,28 @@ def build_model(config, label_names: list, tokenizer, announce_new: bool = True)
     )
 
 
+@contextlib.contextmanager
+def held_logs():
+    """Holds back the records other threads log to "bertjax" inside the block; yields the
+    list they are kept in, to be handled after it."""
+    caller, held = threading.get_ident(), []
+
+    def hold(record: logging.LogRecord) -> bool:
+        if record.thread == caller:
+            return True
+        held.append(record)
+        return False
+
+    log.addFilter(hold)
+    try:
+        yield held
+    finally:
+        log.removeFilter(hold)
+
+
 def build(config, label_names=None) -> Setup:
-    """Tokenizer, data splits, labels and the model with its trainable mask."""
-    tokenizer = load_encoder(config.model)
-    splits, names = data.prepare(
-        config.data, tokenizer, config.train.seed, label_names, config.num_labels
-    )
+    """Data splits, labels, tokenizer and the model with its trainable mask."""
+    splits, names = data.labelled(config.data, config.train.seed, label_names, config.num_labels)
     num_labels = config.num_labels or len(names)
     if num_labels != len(names):
         raise ValueError(
@@ -134,7 +165,17 @@ def build(config, label_names=None) -> Setup:
             f"({len(names)}); fix --config.num_labels or data.label_field"
         )
     check_select_metric(config, num_labels)
-    setup = build_model(config, names, tokenizer)
+    # The weights load and the new head's init compiles (XLA, without the GIL) on a second
+    # thread while the tokenizer loads (cold: transformers' import) and the splits tokenize;
+    # its log records wait, so a config the tokenizer refuses fails with its error alone
+    # (held_logs outermost: the pool's exit joins the thread before the hold is lifted).
+    with held_logs() as held, ThreadPoolExecutor(1) as pool:
+        weights = pool.submit(load_weights, config, len(names))
+        tokenizer = load_encoder(config.model)
+        splits = data.tokenize(splits, tokenizer, config.data)
+        setup = setup_of(config, names, tokenizer, *weights.result())
+    for record in held:
+        log.handle(record)
     setup.splits = splits
     # Training only: exports and evaluation keep the float32 base (same logits either way).
     setup.params = frozen_in_compute_dtype(setup.params, setup.mask, setup.model.dtype)
