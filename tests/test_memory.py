@@ -135,8 +135,9 @@ def test_cli_rows_and_agreement_with_xla(tmp_path):
     assert {m: int(cells[2].replace(",", "")) for m, cells in rows.items()} == frozen
     # LoRA rank 2 on query and value of 2 layers, plus the head.
     assert int(rows["lora"][1].replace(",", "")) == 2 * 2 * (32 * 2 + 2 * 32) + head
-    # Measured on CPU (jax 0.10.2): estimate/XLA 0.56 full, 0.47 BitFit, 0.52 LoRA, 0.49
-    # adapters; XLA also holds backward transients, layout copies and the dropout RNG's bits.
-    # Without activations the ratio would be ~0.1, with them counted twice ~1.
+    # Measured on CPU (jax 0.10.2; the last layer computing the first tokens only):
+    # estimate/XLA 0.72 full, 0.70 BitFit, 0.82 LoRA, 0.72 adapters; XLA also holds backward
+    # transients and layout copies. Without activations the ratio would be ~0.1, with them
+    # counted twice ~1.5.
     for method, cells in rows.items():
-        assert 0.4 < float(cells[-1]) < 0.8, (method, out.stdout)
+        assert 0.4 < float(cells[-1]) < 0.9, (method, out.stdout)

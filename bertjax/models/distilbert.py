@@ -17,10 +17,13 @@ from bertjax.models.layers import (
     attention_bias,
     block_dropout,
     check_length,
+    first_token_index,
     first_tokens,
+    head_index,
     linear,
     multi_head_attention,
     segment_bias,
+    tokens_at,
 )
 
 # DistilBERT config.json name -> ModelConfig field, with transformers' DistilBertConfig
@@ -116,8 +119,8 @@ class MultiHeadSelfAttention(Block):
     → [adapter]."""
 
     @nn.compact
-    def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
-        context = multi_head_attention(self, hidden, bias, ("q_lin", "k_lin", "v_lin"))
+    def __call__(self, hidden: jax.Array, bias: jax.Array, queries=None) -> jax.Array:
+        context = multi_head_attention(self, hidden, bias, ("q_lin", "k_lin", "v_lin"), queries)
         out = self.dense(self.config.hidden_size, "out_lin")(context)
         return self.adapter(out, "attention")
 
@@ -134,28 +137,34 @@ class FFN(Block):
 
 
 class TransformerBlock(Block):
+    """One layer; with `queries` [batch, E] only those positions' outputs ([batch, E, hidden])."""
+
     @nn.compact
-    def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
-        attended = self.child(MultiHeadSelfAttention, "attention")(hidden, bias)
-        attended = self.layer_norm("sa_layer_norm")(attended + hidden)
+    def __call__(self, hidden: jax.Array, bias: jax.Array, queries=None) -> jax.Array:
+        attended = self.child(MultiHeadSelfAttention, "attention")(hidden, bias, queries)
+        attended = self.layer_norm("sa_layer_norm")(attended + tokens_at(hidden, queries))
         out = self.child(FFN, "ffn")(attended)
         return self.layer_norm("output_layer_norm")(out + attended)
 
 
 class LayerStack(Block):
-    """Layers named "0", "1", … so paths read `transformer/layer/0/…` as in HF."""
+    """Layers named "0", "1", … so paths read `transformer/layer/0/…` as in HF; `queries`:
+    the last layer computes only those positions."""
 
     @nn.compact
-    def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
+    def __call__(self, hidden: jax.Array, bias: jax.Array, queries=None) -> jax.Array:
+        last = self.config.num_hidden_layers - 1
         for i in range(self.config.num_hidden_layers):
-            hidden = self.child(TransformerBlock, str(i))(hidden, bias)
+            hidden = self.child(TransformerBlock, str(i))(
+                hidden, bias, queries if i == last else None
+            )
         return hidden
 
 
 class Transformer(Block):
     @nn.compact
-    def __call__(self, hidden: jax.Array, bias: jax.Array) -> jax.Array:
-        return self.child(LayerStack, "layer")(hidden, bias)
+    def __call__(self, hidden: jax.Array, bias: jax.Array, queries=None) -> jax.Array:
+        return self.child(LayerStack, "layer")(hidden, bias, queries)
 
 
 class DistilBertModel(nn.Module):
@@ -175,9 +184,13 @@ class DistilBertModel(nn.Module):
         deterministic: bool = True,
         segment_ids: jax.Array | None = None,
         position_ids: jax.Array | None = None,
+        cls_index: jax.Array | None = None,
+        first_tokens_only: bool = False,
     ) -> ModelOutput:
         """input_ids, attention_mask: [batch, seq] ints; packed rows (bertjax/data/packing.py)
-        give segment_ids and position_ids [rows, seq] instead of attention_mask."""
+        give segment_ids and position_ids [rows, seq] instead of attention_mask.
+        first_tokens_only: the last layer computes only the first tokens (token 0, or
+        cls_index [rows, E] of packed rows): last_hidden_state [batch, 1 | E, hidden]."""
         del token_type_ids
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
@@ -189,7 +202,8 @@ class DistilBertModel(nn.Module):
         else:
             bias = segment_bias(segment_ids)
         hidden = Embeddings(**fields, name="embeddings")(input_ids, position_ids)
-        hidden = Transformer(**fields, name="transformer")(hidden, bias)
+        queries = first_token_index(input_ids, cls_index) if first_tokens_only else None
+        hidden = Transformer(**fields, name="transformer")(hidden, bias, queries)
         return ModelOutput(last_hidden_state=hidden)
 
 
@@ -212,20 +226,29 @@ class DistilBertClassifier(nn.Module):
         segment_ids: jax.Array | None = None,
         position_ids: jax.Array | None = None,
         cls_index: jax.Array | None = None,
+        first_tokens_only: bool = False,
     ) -> ModelOutput:
         """input_ids, attention_mask: [batch, seq] ints; token_type_ids ignored; logits
-        [batch, num_labels], or [rows, E, num_labels] for packed rows."""
+        [batch, num_labels], or [rows, E, num_labels] for packed rows; first_tokens_only as
+        bertjax.models.bert.SequenceClassifier."""
         cfg = self.config
         encoder = DistilBertModel(cfg, self.peft, self.dtype, name="distilbert")
         out = encoder(
-            input_ids, attention_mask, token_type_ids, deterministic, segment_ids, position_ids
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            deterministic,
+            segment_ids,
+            position_ids,
+            cls_index,
+            first_tokens_only,
         )
 
         def dense(features: int, name: str) -> nn.Dense:
             init = nn.initializers.normal(cfg.initializer_range)
             return linear(features, self.dtype, kernel_init=init, name=name)
 
-        first = first_tokens(out.last_hidden_state, cls_index)
+        first = first_tokens(out.last_hidden_state, head_index(cls_index, first_tokens_only))
         pooled = nn.relu(dense(cfg.hidden_size, "pre_classifier")(first))
         pooled = block_dropout(self, pooled, cfg.head_dropout, deterministic)
         logits = dense(self.num_labels, "classifier")(pooled)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from bertjax.models.bert import EncoderModel, RobertaHead
 from bertjax.models.config import ModelConfig, bert_config_from_hf
-from bertjax.models.layers import ACTIVATIONS, ModelOutput, PeftConfig
+from bertjax.models.layers import ACTIVATIONS, ModelOutput, PeftConfig, head_index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,12 +60,20 @@ class ElectraClassifier(nn.Module):
         segment_ids: jax.Array | None = None,
         position_ids: jax.Array | None = None,
         cls_index: jax.Array | None = None,
+        first_tokens_only: bool = False,
     ) -> ModelOutput:
-        """input_ids, attention_mask, token_type_ids: [batch, seq] ints; packed rows as
-        bertjax.models.bert.SequenceClassifier."""
+        """input_ids, attention_mask, token_type_ids: [batch, seq] ints; packed rows and
+        first_tokens_only as bertjax.models.bert.SequenceClassifier."""
         encoder = EncoderModel(self.config, self.peft, self.dtype, add_pooler=False, name="electra")
         packed = dict(segment_ids=segment_ids, position_ids=position_ids, cls_index=cls_index)
-        out = encoder(input_ids, attention_mask, token_type_ids, deterministic, **packed)
+        out = encoder(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            deterministic,
+            **packed,
+            first_tokens_only=first_tokens_only,
+        )
         head = RobertaHead(  # no peft: the head trains in full, as RoBERTa's
             self.config,
             dtype=self.dtype,
@@ -74,5 +82,5 @@ class ElectraClassifier(nn.Module):
             activation="gelu",  # transformers: get_activation("gelu"), whatever hidden_act is
             name="classifier",
         )
-        logits = head(out.last_hidden_state, cls_index)
+        logits = head(out.last_hidden_state, head_index(cls_index, first_tokens_only))
         return out.replace(logits=logits.astype(jnp.float32))

@@ -50,6 +50,8 @@ class Family:
     remat: whether its layers take config.train.remat (activation checkpointing).
     packing: whether it takes packed rows (segment_ids, position_ids, cls_index;
         bertjax/data/packing.py).
+    first_tokens: whether its classifier takes `first_tokens_only=True` (the last layer then
+        computes only the tokens the head reads; the training and evaluation steps pass it).
     memory_estimate: whether bertjax/train/memory.py's per-layer count (BERT's layer layout:
         Q, K, V, one GELU FFN, post-norms, absolute positions) describes its layers.
     """
@@ -70,6 +72,7 @@ class Family:
     norms: tuple[str, ...] = ("LayerNorm",)
     remat: bool = False
     packing: bool = False
+    first_tokens: bool = False
     memory_estimate: bool = False
 
 
@@ -85,6 +88,7 @@ _BERT_LAYOUT = dict(
     encoder_keys=("embeddings", "encoder", "pooler"),
     remat=True,
     packing=True,
+    first_tokens=True,
     memory_estimate=True,
 )
 
@@ -106,6 +110,7 @@ FAMILIES = {
         layer_prefix="transformer.layer",
         norms=("LayerNorm", "sa_layer_norm", "output_layer_norm"),
         packing=True,
+        first_tokens=True,
         memory_estimate=True,
     ),
     "electra": Family(
@@ -122,6 +127,7 @@ FAMILIES = {
             "generator_lm_head.",
         ),
         packing=True,
+        first_tokens=True,
         memory_estimate=True,
     ),
     # Hugging Face peft trains only `classifier` beside the adapters (its modules_to_save),

@@ -123,17 +123,53 @@ def first_tokens(hidden: jax.Array, cls_index: jax.Array | None) -> jax.Array:
     return jnp.take_along_axis(hidden, cls_index[..., None], axis=1)
 
 
-def multi_head_attention(block: Block, hidden: jax.Array, bias: jax.Array, names) -> jax.Array:
+def first_token_index(input_ids: jax.Array, cls_index: jax.Array | None) -> jax.Array:
+    """[batch, E] positions of the tokens a classification head reads: cls_index of packed
+    rows, else token 0 ([batch, 1])."""
+    if cls_index is not None:
+        return cls_index
+    return jnp.zeros((input_ids.shape[0], 1), jnp.int32)
+
+
+def tokens_at(x: jax.Array, index: jax.Array | None) -> jax.Array:
+    """x [batch, seq, …] at index [batch, E] -> [batch, E, …]; all of x when index is None."""
+    if index is None:
+        return x
+    return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def query_bias(bias: jax.Array, queries: jax.Array | None) -> jax.Array:
+    """An attention bias [batch, 1, seq | 1, seq] restricted to the query positions
+    `queries` [batch, E] (None: all); a bias the same for every query stays as it is."""
+    if queries is None or bias.shape[2] == 1:
+        return bias
+    return jnp.take_along_axis(bias, queries[:, None, :, None], axis=2)
+
+
+def head_index(cls_index: jax.Array | None, first_tokens_only: bool) -> jax.Array | None:
+    """The cls_index a head applies to the encoder's output: as given, or, where the last
+    layer computed only the first tokens (first_tokens_only), 0..E-1 of those."""
+    if cls_index is None or not first_tokens_only:
+        return cls_index
+    return jnp.broadcast_to(jnp.arange(cls_index.shape[-1]), cls_index.shape)
+
+
+def multi_head_attention(
+    block: Block, hidden: jax.Array, bias: jax.Array, names, queries: jax.Array | None = None
+) -> jax.Array:
     """Softmax attention over `block`'s query/key/value Dense layers named `names`:
-    hidden [batch, seq, hidden] -> context [batch, seq, hidden] (before the output Dense)."""
+    hidden [batch, seq, hidden] -> context [batch, seq, hidden] (before the output Dense);
+    with `queries` [batch, E] only those positions attend: context [batch, E, hidden]."""
     cfg = block.config
     heads, size = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
 
-    def project(name: str) -> jax.Array:  # [batch, seq, heads, head_size]
-        out = block.dense(cfg.hidden_size, name)(hidden)
+    def project(name: str, x: jax.Array) -> jax.Array:  # [batch, seq, heads, head_size]
+        out = block.dense(cfg.hidden_size, name)(x)
         return out.reshape(*out.shape[:-1], heads, size)
 
-    query, key, value = (project(name) for name in names)
+    query = project(names[0], tokens_at(hidden, queries))
+    key, value = (project(name, hidden) for name in names[1:])
+    bias = query_bias(bias, queries)
     scores = precision.einsum("bqhd,bkhd->bhqk", query, key, block.dtype) / jnp.sqrt(size)
     probs = jax.nn.softmax(scores + bias, axis=-1)
     probs = block.dropout(probs, cfg.attention_probs_dropout_prob)

@@ -35,6 +35,8 @@ precision, bertjax/models/precision.py; activation_bytes gives the exact split):
     for Q/K/V, the attention context, the FFN input (p·BLH each) and the GELU output (p·BLF).
     Full fine-tuning, float32: 34·BLH + 8·BLF + 9·BAL² per layer (F = 4H: 66·BLH + 9·BAL²);
     bfloat16: 22·BLH + 6·BLF + 7·BAL².
+    The last layer computes one query position per example (the train step's
+    `first_tokens_only`): only its K, V and input span BL there, its other terms B.
 
 Backpropagation reaches every layer above the lowest trainable parameter, so all N layers keep
 their activations for full, BitFit, LoRA and adapters (their lowest trainable parameters sit in
@@ -49,9 +51,9 @@ This is the count of a minimal implementation (the per-layer analysis of Korthik
 2022, "Reducing activation recomputation in large transformer models", generalised to any p
 and F). XLA holds more: transients of the backward pass (gradients of the attention maps),
 layout copies, residuals JAX's autodiff picks (two F-sized ones per GELU instead of its input)
-and, on CPU, the dropout RNG's intermediate bits. Measured on CPU (jax 0.10.2), MiniLM-L6
-(H 384, A 12, F 1536, N 6), batch 32 x 128, float32: estimate/XLA 0.58 full, 0.45 BitFit,
-0.45 LoRA, 0.47 adapters. Read the estimate as a lower bound and XLA's total as the figure to
+and layout copies. Measured on CPU (jax 0.10.2), MiniLM-L6 (H 384, A 12, F 1536, N 6), batch
+32 x 128, float32, the last layer computing the first tokens only: estimate/XLA 0.71 full,
+0.61 BitFit, 0.64 LoRA, 0.63 adapters. Read the estimate as a lower bound and XLA's total as the figure to
 plan with.
 
 Families: BERT, RoBERTa (XLM-R, CamemBERT), DistilBERT and ELECTRA have this layer layout and
@@ -90,6 +92,9 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
 MIB = 2**20
 
 
+QUERY_LAYERS = ("query", "q_lin")  # the families with Family.first_tokens
+
+
 def param_bytes(trainable: int, frozen: int) -> int:
     """float32 weight, gradient and Adam's two moments per trainable parameter (16 bytes);
     the weight alone (4 bytes) per frozen one."""
@@ -107,6 +112,7 @@ def activation_bytes(
     *,
     weight_grads: bool = True,
     embeddings: bool = True,
+    first_tokens: bool = False,
 ) -> int:
     """Bytes the backward pass keeps from the forward pass of N BERT layers in training.
 
@@ -121,34 +127,75 @@ def activation_bytes(
                                             (x, context, FFN input; GELU output)
     embeddings adds the embedding LayerNorm input and dropout mask, 5·BLH.
     Full fine-tuning, float32: N·(34·BLH + 8·BLF + 9·BAL²) + 5·BLH; bfloat16:
-    N·(22·BLH + 6·BLF + 7·BAL²) + 5·BLH.
+    N·(22·BLH + 6·BLF + 7·BAL²) + 5·BLH. first_tokens: the last layer computes one query
+    position per example (`first_tokens_only`, what the train step asks of the families with
+    Family.first_tokens): there K, V and the layer input span L tokens, the rest 1.
     """
-    p, tokens = dtype_bytes, B * L
-    per_layer = (3 * p + 2 * 4 + 2) * tokens * H + 4 * tokens * F + (4 + 1 + p) * B * A * L * L
+    layers = (N - 1) * _layer_bytes(B, L, L, H, A, F, dtype_bytes, weight_grads)
+    last_queries = 1 if first_tokens else L
+    layers += _layer_bytes(B, last_queries, L, H, A, F, dtype_bytes, weight_grads)
+    return layers + (4 + 1) * B * L * H * embeddings
+
+
+def _layer_bytes(B, queries, L, H, A, F, p, weight_grads: bool) -> int:
+    """One layer's kept bytes (activation_bytes) where `queries` of its L positions per
+    example compute outputs: K, V and the layer input span L, everything else `queries`."""
+    rows, tokens = B * queries, B * L
+    kept = 2 * p * tokens * H + (p + 2 * 4 + 2) * rows * H + 4 * rows * F
+    kept += (4 + 1 + p) * B * A * queries * L
     if weight_grads:
-        per_layer += 3 * p * tokens * H + p * tokens * F
-    return N * per_layer + (4 + 1) * tokens * H * embeddings
+        kept += p * tokens * H + 2 * p * rows * H + p * rows * F
+    return kept
 
 
 def lora_activation_bytes(
-    B: int, L: int, H: int, N: int, dtype_bytes: int, targets: int, rank: int, dropout: float
+    B: int,
+    L: int,
+    H: int,
+    N: int,
+    dtype_bytes: int,
+    targets: int,
+    rank: int,
+    dropout: float,
+    query_targets: int = 0,
 ) -> int:
     """LoRA's extra kept tensors over N layers with `targets` wrapped Dense layers each: the
     layer input x once (p·BLH), per target the dropout mask and dropped input ((1 + p)·BLH,
-    when dropout > 0) and x·a (p·BL·rank). Assumes the targets read x (query/key/value)."""
-    p, tokens = dtype_bytes, B * L
-    per_target = (1 + p) * tokens * H * (dropout > 0) + p * tokens * rank
-    return N * (p * tokens * H + targets * per_target) if targets else 0
+    when dropout > 0) and x·a (p·BL·rank). Assumes the targets read x (query/key/value).
+    query_targets of them are queries of a last layer computing one position per example
+    (first_tokens): there they keep B rows instead of BL."""
+    p = dtype_bytes
+
+    def per_target(tokens: int) -> int:
+        return (1 + p) * tokens * H * (dropout > 0) + p * tokens * rank
+
+    if not targets:
+        return 0
+    layer = p * B * L * H + targets * per_target(B * L)
+    last = layer - query_targets * (per_target(B * L) - per_target(B))
+    return (N - 1) * layer + last
 
 
 def adapter_activation_bytes(
-    B: int, L: int, H: int, N: int, dtype_bytes: int, adapters: int, bottleneck: int
+    B: int,
+    L: int,
+    H: int,
+    N: int,
+    dtype_bytes: int,
+    adapters: int,
+    bottleneck: int,
+    first_tokens: bool = False,
 ) -> int:
     """Adapters' extra kept tensors: per adapter its input (p·BLH, the down projection's
     operand) and the bottleneck before the activation (float32, 4·BL·bottleneck) and after it
-    (p·BL·bottleneck, the up projection's operand); `adapters` per layer (Houlsby 2)."""
-    p, tokens = dtype_bytes, B * L
-    return N * adapters * (p * tokens * H + (4 + p) * tokens * bottleneck)
+    (p·BL·bottleneck, the up projection's operand); `adapters` per layer (Houlsby 2). With
+    first_tokens the last layer's adapters see one position per example."""
+    p = dtype_bytes
+
+    def layer(tokens: int) -> int:
+        return adapters * (p * tokens * H + (4 + p) * tokens * bottleneck)
+
+    return (N - 1) * layer(B * L) + layer(B if first_tokens else B * L)
 
 
 def estimate(
@@ -164,29 +211,39 @@ def estimate(
     method: str = "full",
     peft_cfg=None,
     lora_targets: int | None = None,
+    first_tokens: bool = False,
+    query_targets: int = 0,
 ) -> dict[str, int]:
     """{"params", "activations", "total"} in bytes for one train step of `method`
     ("full" | "head" | "bitfit" | "lora" | "adapter"; peft_cfg the LoraConfig or
     AdapterConfig of the last two). lora_targets: LoRA-wrapped Dense layers per encoder
-    layer (default: one per suffix target). See activation_bytes for the formula."""
+    layer (default: one per suffix target), query_targets of them query projections.
+    first_tokens: the last layer computes the first tokens only (Family.first_tokens). See
+    activation_bytes for the formula."""
     dims = (B, L, H, A, F, N, dtype_bytes)
     if method == "full":
-        acts = activation_bytes(*dims)
+        acts = activation_bytes(*dims, first_tokens=first_tokens)
     elif method == "head":
         acts = 0  # backpropagation never enters the encoder
     elif method == "bitfit":
-        acts = activation_bytes(*dims, weight_grads=False)
+        acts = activation_bytes(*dims, weight_grads=False, first_tokens=first_tokens)
     elif method == "lora":
         if lora_targets is None:
             lora_targets = 1 if isinstance(peft_cfg.targets, str) else len(peft_cfg.targets)
-        acts = activation_bytes(*dims, weight_grads=False, embeddings=False)
+        acts = activation_bytes(
+            *dims, weight_grads=False, embeddings=False, first_tokens=first_tokens
+        )
+        queries = query_targets if first_tokens else 0
         acts += lora_activation_bytes(
-            B, L, H, N, dtype_bytes, lora_targets, peft_cfg.rank, peft_cfg.dropout
+            B, L, H, N, dtype_bytes, lora_targets, peft_cfg.rank, peft_cfg.dropout, queries
         )
     elif method == "adapter":
-        acts = activation_bytes(*dims, weight_grads=False)
+        acts = activation_bytes(*dims, weight_grads=False, first_tokens=first_tokens)
         adapters = sum(peft_cfg.placed_after(s) for s in ("attention", "ffn"))
-        acts += adapter_activation_bytes(B, L, H, N, dtype_bytes, adapters, peft_cfg.bottleneck(H))
+        bottleneck = peft_cfg.bottleneck(H)
+        acts += adapter_activation_bytes(
+            B, L, H, N, dtype_bytes, adapters, bottleneck, first_tokens
+        )
     else:
         raise ValueError(f"method {method!r} unknown; use full, head, bitfit, lora, adapter")
     weights = param_bytes(trainable, frozen)
@@ -258,10 +315,13 @@ def measure(
         trainable = peft.count(params, mask)
         frozen = peft.count(params) - trainable
         paths = flatten_dict(params)
-        targets = (
-            sum(p[-2:] == ("lora", "a") and p[0] not in head for p in paths) // c.num_hidden_layers
+        lora_a = [p for p in paths if p[-2:] == ("lora", "a") and p[0] not in head]
+        targets = len(lora_a) // c.num_hidden_layers
+        queries = sum(p[-3] in QUERY_LAYERS for p in lora_a) // c.num_hidden_layers
+        first = family_of(c.model_type).first_tokens
+        est = estimate(
+            trainable, frozen, *dims, dtype_bytes, method, peft_cfg, targets, first, queries
         )
-        est = estimate(trainable, frozen, *dims, dtype_bytes, method, peft_cfg, targets)
         xla = compiled(model, params, mask, optimizer, batch_size, max_length)
         row = dict(method=method, trainable=trainable, frozen=frozen, estimate=est, xla=xla)
         if remat:

@@ -12,6 +12,7 @@ from jax.sharding import Mesh
 
 import peft
 from bertjax.data import packing
+from bertjax.models.families import family_of_model
 from bertjax.parallel import sharding
 from bertjax.train.distill import Distill, distill_loss
 
@@ -73,11 +74,14 @@ PACKED_INPUTS = ("segment_ids", "position_ids", "cls_index")
 
 def _logits(model, params, batch, deterministic: bool, rng=None) -> jax.Array:
     """Logits [examples, num_labels]: [batch, …] of plain batches, [rows · E, …] of packed
-    ones (bertjax/data/packing.py), whose extra inputs go to the models that take them."""
+    ones (bertjax/data/packing.py), whose extra inputs go to the models that take them; the
+    last layer computes only the first tokens where the family can (Family.first_tokens)."""
     rngs = None if deterministic else {"dropout": rng}
     packed = {}
     if packing.supported(model):
         packed = {key: batch[key] for key in PACKED_INPUTS if key in batch}
+    if family_of_model(model).first_tokens:
+        packed["first_tokens_only"] = True
     logits = model.apply(
         {"params": params},
         batch["input_ids"],
