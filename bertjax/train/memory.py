@@ -53,8 +53,8 @@ and F). XLA holds more: transients of the backward pass (gradients of the attent
 layout copies, residuals JAX's autodiff picks (two F-sized ones per GELU instead of its input)
 and layout copies. Measured on CPU (jax 0.10.2), MiniLM-L6 (H 384, A 12, F 1536, N 6), batch
 32 x 128, float32, the last layer computing the first tokens only: estimate/XLA 0.71 full,
-0.61 BitFit, 0.64 LoRA, 0.63 adapters. Read the estimate as a lower bound and XLA's total as the figure to
-plan with.
+0.61 BitFit, 0.64 LoRA, 0.63 adapters. Read the estimate as a lower bound and XLA's total as
+the figure to plan with.
 
 Families: BERT, RoBERTa (XLM-R, CamemBERT), DistilBERT and ELECTRA have this layer layout and
 get the estimate. Where they differ it counts a little high: DistilBERT has no dropout after the
