@@ -329,11 +329,16 @@ def test_memory_estimate_for_distilbert(tiny_distilbert_dir, monkeypatch):
     # LoRA rank 2 on q_lin, v_lin of 2 layers, plus pre_classifier and a 2-label classifier.
     assert rows["lora"]["trainable"] == N * 2 * 2 * (H + H) + (H * H + H) + (H * 2 + 2)
     # The docstring's count at B 4, L 16, A 4, p 4, with q_lin and v_lin found as the 2 targets:
-    # per layer 22·BLH + 4·BLF + 9·BAL², plus LoRA's x and, per target, (1 + p)·BLH + p·BL·rank.
-    tokens = 4 * 16
+    # per layer 22·BLH + 4·BLF + 9·BAL², plus LoRA's x and, per target, (1 + p)·BLH + p·BL·rank;
+    # the last layer computes the first tokens only (B of them): there Q, the LayerNorm
+    # inputs, masks, GELU input and q_lin's LoRA terms count B rows, K and V all BL.
+    tokens, rows_ = 4 * 16, 4
     per_layer = 22 * tokens * H + 4 * tokens * I + 9 * 4 * 4 * 16 * 16
     lora_extra = 4 * tokens * H + 2 * (5 * tokens * H + 4 * tokens * 2)
-    assert rows["lora"]["estimate"]["activations"] == N * (per_layer + lora_extra)
+    last = 8 * tokens * H + 14 * rows_ * H + 4 * rows_ * I + 9 * 4 * 4 * 1 * 16
+    last_lora = 4 * tokens * H + (5 * tokens * H + 4 * tokens * 2) + (5 * rows_ * H + 4 * rows_ * 2)
+    expected = (N - 1) * (per_layer + lora_extra) + last + last_lora
+    assert rows["lora"]["estimate"]["activations"] == expected
     distilbert = families.FAMILIES["distilbert"]  # as for a family without the estimate:
     monkeypatch.setitem(
         families.FAMILIES, "distilbert", dataclasses.replace(distilbert, memory_estimate=False)
