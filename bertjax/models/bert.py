@@ -240,14 +240,8 @@ class SequenceClassifier(nn.Module):
             cfg, self.peft, self.dtype, add_pooler=is_bert, remat=self.remat, name=cfg.family
         )
         packed = dict(segment_ids=segment_ids, position_ids=position_ids, cls_index=cls_index)
-        out = encoder(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            deterministic,
-            **packed,
-            first_tokens_only=first_tokens_only,
-        )
+        packed["first_tokens_only"] = first_tokens_only
+        out = encoder(input_ids, attention_mask, token_type_ids, deterministic, **packed)
         if is_bert:
             pooled = block_dropout(self, out.pooler_output, cfg.head_dropout, deterministic)
             classifier = linear(

@@ -66,14 +66,8 @@ class ElectraClassifier(nn.Module):
         first_tokens_only as bertjax.models.bert.SequenceClassifier."""
         encoder = EncoderModel(self.config, self.peft, self.dtype, add_pooler=False, name="electra")
         packed = dict(segment_ids=segment_ids, position_ids=position_ids, cls_index=cls_index)
-        out = encoder(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            deterministic,
-            **packed,
-            first_tokens_only=first_tokens_only,
-        )
+        packed["first_tokens_only"] = first_tokens_only
+        out = encoder(input_ids, attention_mask, token_type_ids, deterministic, **packed)
         head = RobertaHead(  # no peft: the head trains in full, as RoBERTa's
             self.config,
             dtype=self.dtype,
