@@ -120,7 +120,7 @@ def first_tokens(hidden: jax.Array, cls_index: jax.Array | None) -> jax.Array:
     cls_index is None, else [rows, E, width] at cls_index [rows, E] (packed rows)."""
     if cls_index is None:
         return hidden[:, 0]
-    return jnp.take_along_axis(hidden, cls_index[..., None], axis=1)
+    return tokens_at(hidden, cls_index)
 
 
 def first_token_index(input_ids: jax.Array, cls_index: jax.Array | None) -> jax.Array:
