@@ -9,7 +9,9 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
+import threading
 import tokenize
 from typing import NoReturn
 
@@ -41,15 +43,51 @@ def stop_on_signals() -> None:
     `error:` line, exit status 128 + the signal number. Raised as a KeyboardInterrupt it
     printed a traceback, or vanished inside a callback (JAX's GC hook) and the run went on.
     The training loop replaces this with its own handler (stop after the step, save), and
-    puts it back after. Call first thing in a CLI's main()."""
+    puts it back after. Call first thing in a CLI's main().
+
+    Python runs a handler only when the main thread next executes Python code; a signal that
+    lands just before a blocking read (or in another thread) would leave the process
+    waiting for that read. So the signal also wakes a watcher thread (through
+    `signal.set_wakeup_fd`), which stops the process itself while this handler is the one
+    installed."""
 
     def stop(signum, frame):
-        sys.stdout.flush()
-        print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
-        os._exit(128 + signum)  # nothing to save yet; an exception could be swallowed
+        _stop_now(signum)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
+    _watch_signals(stop)
+
+
+_stopping = threading.Lock()
+
+
+def _stop_now(signum: int) -> NoReturn:
+    """One line on stderr, then exit 128 + signum with nothing to save. os._exit: an
+    exception could be swallowed. The first caller (handler or watcher) ends the process;
+    a second waits on the lock until it has."""
+    _stopping.acquire()
+    if threading.current_thread() is threading.main_thread():
+        sys.stdout.flush()  # elsewhere the main thread may hold stdout's lock
+    os.write(2, f"error: stopped by {signal.Signals(signum).name}\n".encode())
+    os._exit(128 + signum)
+
+
+def _watch_signals(handler) -> None:
+    """A daemon thread reading the signal numbers Python's C-level handler writes to the
+    wakeup socket: the ones `handler` is installed for end the process from this thread."""
+    receive, send = socket.socketpair()
+    send.setblocking(False)
+    signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
+    os.register_at_fork(after_in_child=lambda: signal.set_wakeup_fd(-1))  # not the child's
+
+    def watch(send):  # holds `send` open for the C-level handler as long as it runs
+        while numbers := receive.recv(64):
+            for signum in numbers:
+                if signal.getsignal(signum) is handler:
+                    _stop_now(signum)
+
+    threading.Thread(target=watch, args=(send,), name="stop-on-signals", daemon=True).start()
 
 
 _OS_HINTS = {

@@ -586,6 +586,38 @@ def test_predict_refuses_to_write_over_its_input(two_runs, tmp_path):
 # ---- 8: Ctrl-C while loading ------------------------------------------------------------------
 
 
+def test_a_signal_the_main_thread_cannot_take_still_stops_a_loading_process():
+    """Python runs a signal handler only when the main thread runs Python code again: a
+    SIGINT landing just before a blocking read (here: blocked in the main thread, so another
+    thread takes it) left the process waiting on that read. cli's watcher thread stops it."""
+    import signal
+
+    script = (
+        "import os, signal, sys\n"
+        "from bertjax import cli\n"
+        "cli.stop_on_signals()\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+        "read_end, _ = os.pipe()\n"
+        "print('reading', flush=True)\n"
+        "os.read(read_end, 1)  # nobody writes: blocks until the process ends\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline() == "reading\n", process.stderr.read()
+    process.send_signal(signal.SIGINT)
+    try:
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.splitlines() == ["error: stopped by SIGINT"]
+
+
 def test_ctrl_c_while_loading_is_one_line_and_exit_130(tmp_path, tiny_bert_vocab_dir):
     """train.py blocks reading a named pipe as its train file; once it has the pipe open
     (known, not timed: our open for writing succeeds), SIGINT arrives mid-load."""
