@@ -117,6 +117,35 @@ def test_signal_during_evaluation_or_checkpointing_counts(
     assert _validation_steps(run) == [STEPS, 2 * STEPS]
 
 
+def test_a_run_freezes_its_long_lived_heap_and_leaves_nothing_frozen(
+    tmp_path, tiny_bert_vocab_dir, shared_data, monkeypatch
+):
+    """While the steps run, what loading and compiling left alive is out of the full garbage
+    collections' way (gc.freeze); after the run a library caller's heap is collectable again,
+    unless the caller had frozen it."""
+    import gc
+
+    frozen_in_loop = []
+    run_epoch = training.run_epoch
+
+    def counting_run_epoch(*args):
+        frozen_in_loop.append(gc.get_freeze_count())
+        return run_epoch(*args)
+
+    monkeypatch.setattr(training, "run_epoch", counting_run_epoch)
+    assert gc.get_freeze_count() == 0
+    training.train(_config(tmp_path, tiny_bert_vocab_dir, shared_data))
+    assert frozen_in_loop and min(frozen_in_loop) > 10_000  # modules, datasets, programs
+    assert gc.get_freeze_count() == 0
+
+    gc.freeze()  # a caller that froze its own heap keeps it frozen
+    try:
+        training.train(_config(tmp_path / "again", tiny_bert_vocab_dir, shared_data))
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
 def test_a_held_run_folder_is_refused_and_a_dead_holders_lock_taken_over(
     tmp_path, tiny_bert_vocab_dir, shared_data, caplog
 ):

@@ -9,7 +9,9 @@ masks, so each length takes its own call and every run computes what it computes
 to float rounding of the batched matmuls.
 """
 
+import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import time
@@ -62,13 +64,37 @@ def train_runs(configs: list, overwrite: bool = False, max_members: int | None =
                 results[i] = summary
         todo = [i for i in range(len(members)) if i not in results]
         if todo:
-            trained = _train_new([members[i] for i in todo], overwrite, max_members)
+            with settled_heap():
+                trained = _train_new([members[i] for i in todo], overwrite, max_members)
             results.update(zip(todo, trained, strict=True))
     return [results[i] for i in range(len(members))]
 
 
+@contextlib.contextmanager
+def settled_heap():
+    """Inside, `settle_heap()` may freeze what is alive; after, it is collectable again (a
+    library caller goes on), unless the caller had frozen objects itself."""
+    frozen_before = gc.get_freeze_count()
+    try:
+        yield
+    finally:
+        if not frozen_before:
+            gc.unfreeze()
+
+
+def settle_heap() -> None:
+    """Every object the cyclic garbage collector tracks into its permanent generation: what
+    loading and compiling leave alive (modules, datasets, weights, programs) stays to the end
+    of the run, and each later full collection would scan all of it again (~1 s of a whole
+    run's time; bench/RESULTS.md, session 16). No collection first (it would cost as much):
+    garbage frozen with them waits for `settled_heap`'s end."""
+    gc.freeze()
+
+
 def _train_new(members: list[runs.Run], overwrite: bool, max_members: int | None) -> list:
+    settle_heap()  # the imports
     setups = groups.shared_setups(members)
+    settle_heap()  # the data, tokenizer and weights
     check_accumulation(members[0].config, setups[0].splits["train"])
     for m, setup in zip(members, setups, strict=True):
         # sha256: frozen weights and tokenizer; weights_sha256: the weights alone (what runs
@@ -111,6 +137,7 @@ def _loop(members: list[runs.Run], setups: list[Setup], max_members: int | None)
     """Trains members (one frozen base) to the end, a signal, divergence or early stopping;
     their results."""
     plan, state, start = make_plan(members, setups, max_members)
+    settle_heap()  # the compiled programs
     active = np.array([m.status.stopped is None for m in members])  # as make_plan made it
     run = Progress(state, start, start, active)
     with stopping.StopFlag() as stop, events.writers(members, start) as writers:
