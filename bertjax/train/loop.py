@@ -73,13 +73,16 @@ def train_runs(configs: list, overwrite: bool = False, max_members: int | None =
 @contextlib.contextmanager
 def settled_heap():
     """Inside, `settle_heap()` may freeze what is alive; after, it is collectable again (a
-    library caller goes on), unless the caller had frozen objects itself."""
+    library caller goes on), unless the caller had frozen objects itself, and the garbage
+    frozen with it is collected (else it waits in the oldest generation: ~7,000 objects and
+    ~10 MB more per in-process run)."""
     frozen_before = gc.get_freeze_count()
     try:
         yield
     finally:
         if not frozen_before:
             gc.unfreeze()
+            gc.collect()
 
 
 def settle_heap() -> None:
