@@ -20,6 +20,7 @@ import peft
 
 BENCH = Path(__file__).resolve().parent
 TORCH_PYTHON = BENCH / ".venv-torch" / "bin" / "python"
+USER_PYTHON = BENCH / ".venv-user" / "bin" / "python"  # bash bench/user_env.sh: no torch
 SST2 = BENCH.parents[1] / "shared" / "data" / "sst2"
 
 # method -> the peft module config of our model (None: plain model, mask by name).
@@ -101,6 +102,24 @@ def jax_matmul_peak(size: int = 2048, chain: int = 8, repeats: int = 3) -> float
     run(x, w).block_until_ready()
     best = min(median_time(lambda: run(x, w).block_until_ready(), 1) for _ in range(repeats))
     return chain * 2 * size**3 / best / 1e9
+
+
+def ours_python(choice: str | None) -> str:
+    """The interpreter that runs our side of a whole-process timing: `choice`; else
+    bench/.venv-user's (bertjax as `make demo` installs it, without torch) when it exists;
+    else this one, with a note that its torch costs our cold start-up."""
+    if choice:
+        return choice
+    if USER_PYTHON.exists():
+        return str(USER_PYTHON)
+    if importlib.util.find_spec("torch") is not None:
+        print(
+            "note: ours runs in this venv, which has torch: transformers imports it when the "
+            "tokenizer first loads (~1.4 s of a cold run), which a user's install (no torch) "
+            "does not pay; `bash bench/user_env.sh` makes bench/.venv-user as a user installs",
+            file=sys.stderr,
+        )
+    return sys.executable
 
 
 def run_torch(mode: str, **flags) -> dict:

@@ -9,11 +9,11 @@ start, imports, tokenization, weights, compilation, training, evaluation, checkp
 Ours runs twice in one fresh persistent XLA cache (`BERTJAX_XLA_CACHE`) and tokenizer cache
 (`BERTJAX_TOKENIZER_CACHE`): cold (both empty) and warm (what the first run left), at the
 default settings (dtype auto: bfloat16 where the hardware has native bf16 matmuls; packed
-rows). PyTorch (bench/torch_ref.py) runs three
-times: float32 with dynamic padding on shuffled batches, float32 with Trainer's
-`group_by_length`, and bf16 autocast with `group_by_length`. Ours also reports where its time
-goes (each phase timed in the process by wrapping the function that does it; compile times
-from jax.monitoring).
+rows), in bench/.venv-user when `bash bench/user_env.sh` made it: bertjax installed as a user
+installs it, without torch (see --ours_python). PyTorch (bench/torch_ref.py) runs three times:
+float32 with dynamic padding on shuffled batches, float32 with Trainer's `group_by_length`, and
+bf16 autocast with `group_by_length`. Ours also reports where its time goes (each phase timed
+in the process by wrapping the function that does it; compile times from jax.monitoring).
 """
 
 import argparse
@@ -59,6 +59,7 @@ def child(args) -> None:
     started = time.perf_counter()
     import collections
     import importlib
+    import importlib.util
 
     import jax
 
@@ -105,13 +106,23 @@ def child(args) -> None:
                 epoch_s=summary["seconds_per_epoch"],
                 accuracy=summary["validation"]["accuracy"],
                 trainable=summary["trainable_params"],
+                torch_installed=importlib.util.find_spec("torch") is not None,
+                torch_imported="torch" in sys.modules,
             )
         )
     )
 
 
 def ours(args, data_dir: Path, workdir: Path, cache: Path) -> dict:
-    cmd = [sys.executable, __file__, "--child", "--data", str(data_dir), "--workdir", str(workdir)]
+    cmd = [
+        args.ours_python,
+        __file__,
+        "--child",
+        "--data",
+        str(data_dir),
+        "--workdir",
+        str(workdir),
+    ]
     keys = ("train_examples", "method", "lr", "batch", "dtype")
     cmd += [f"--{k}={getattr(args, k)}" for k in keys]
     # cold: both caches empty (compiled programs; the tokenizer read back without transformers)
@@ -124,6 +135,7 @@ def ours(args, data_dir: Path, workdir: Path, cache: Path) -> dict:
     out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     result["wall_s"] = time.perf_counter() - start
+    result["python"] = args.ours_python
     return result
 
 
@@ -132,6 +144,15 @@ def torch_run(**flags) -> dict:
     result = common.run_torch("epoch", **flags)
     result["wall_s"] = time.perf_counter() - start
     return result
+
+
+def where(run: dict) -> str:
+    """Which python ran ours, and whether torch was installed there and imported."""
+    yes = {True: "yes", False: "no"}
+    return (
+        f"Ours ran in {run['python']} (torch installed: {yes[run['torch_installed']]}, "
+        f"imported: {yes[run['torch_imported']]})"
+    )
 
 
 def _recompiled(run: dict) -> str:
@@ -222,6 +243,11 @@ def main():
     parser.add_argument(
         "--ours_only", action="store_true", help="ours cold and warm with the breakdown only"
     )
+    parser.add_argument(
+        "--ours_python",
+        help="the python that runs ours (default: bench/.venv-user's, bertjax installed as "
+        "`make demo` does, without torch, when `bash bench/user_env.sh` made it; else this one)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -230,6 +256,7 @@ def main():
     args.max_length, args.packing = 128, 1
     if args.child:
         return child(args)
+    args.ours_python = common.ours_python(args.ours_python)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, cache = Path(tmp, "data"), Path(tmp, "xla")
         data_dir.mkdir()
@@ -237,7 +264,7 @@ def main():
         cold = ours(args, data_dir, Path(tmp, "cold"), cache)
         warm = ours(args, data_dir, Path(tmp, "warm"), cache)
         if args.ours_only:
-            print(f"ours cold {cold['wall_s']:.1f} s, warm {warm['wall_s']:.1f} s")
+            print(f"ours cold {cold['wall_s']:.1f} s, warm {warm['wall_s']:.1f} s; {where(cold)}")
             return print(breakdown(cold, warm))
         computed, real = token_counts(
             make_config(args, common.minilm_path(), data_dir, Path(tmp, "x"))
@@ -262,7 +289,7 @@ def main():
         f"SST-2 {args.train_examples} train examples, 1 epoch, method {args.method}, MiniLM-L6, "
         f"batch {args.batch}, lr {args.lr}; ours at the default settings (packed rows) in "
         f"{args.dtype} ({compute_dtype(args.dtype)} here). Whole process, one run each, one "
-        "after the other.\n\n"
+        f"after the other. {where(cold)}.\n\n"
         f"{side_by_side(cold, warm, (dynamic, grouped, autocast))}\n\n"
         f"Where our time goes:\n\n{breakdown(cold, warm)}"
     )

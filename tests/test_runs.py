@@ -15,7 +15,7 @@ import pytest
 from bertjax import runs
 from bertjax.train import loop as training
 from bertjax.train import stopping
-from tests.conftest import best_logged_step, python_command, run_config
+from tests.conftest import best_logged_step, python_command, run_config, run_script
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 8  # run_config: 64 examples, batch 8, 1 epoch
@@ -144,6 +144,72 @@ def test_a_run_freezes_its_long_lived_heap_and_leaves_nothing_frozen(
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+# A fresh interpreter: records which thread first imports each module the end of a run needs,
+# and whether it is imported by the time the first epoch starts.
+IMPORTS_AHEAD = """
+import json, sys, threading
+from pathlib import Path
+
+WATCHED = ("orbax.checkpoint", "matplotlib.figure", "matplotlib.backends.backend_agg")
+importer = {}
+
+
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name in WATCHED and name not in importer:
+            importer[name] = threading.current_thread().name
+        return None
+
+
+sys.meta_path.insert(0, Watch())
+from bertjax.train import loop as training
+from tests.conftest import run_config
+
+ahead = {}
+run_epoch = training.run_epoch
+
+
+def first_epoch(*args):
+    ahead.update({name: name in sys.modules for name in WATCHED})
+    return run_epoch(*args)
+
+
+training.run_epoch = first_epoch
+model, data, workdir = map(Path, sys.argv[1:])
+training.train(run_config(workdir, model, data, **{"peft.method": "bitfit"}))
+print(json.dumps([importer, ahead]))
+"""
+
+
+def test_a_run_imports_what_its_end_needs_on_a_second_thread_while_compiling(
+    tmp_path, tiny_bert_vocab_dir, shared_data
+):
+    """Orbax (checkpoints) and matplotlib (curves) are imported on the compile-ahead thread,
+    before the first step, not on the main thread when the first checkpoint or plot is due."""
+    script = tmp_path / "imports_ahead.py"
+    script.write_text(IMPORTS_AHEAD)
+    out = run_script(
+        script,
+        tiny_bert_vocab_dir,
+        shared_data / "sst2",
+        tmp_path / "run",
+        env={"PYTHONPATH": str(REPO)},
+    )
+    assert out.returncode == 0, out.stderr
+    importer, ahead = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (
+        set(importer)
+        == set(ahead)
+        == {
+            "orbax.checkpoint",
+            "matplotlib.figure",
+            "matplotlib.backends.backend_agg",
+        }
+    )
+    assert all(ahead.values()), ahead
+    assert "MainThread" not in importer.values(), importer
 
 
 def test_a_held_run_folder_is_refused_and_a_dead_holders_lock_taken_over(
