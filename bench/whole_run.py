@@ -46,6 +46,10 @@ PHASES = {
         "bertjax.train.plan",
         "ahead_evaluator",
     ),
+    "event writer: tensorboardX import (summary_writer_class)": (
+        "bertjax.runs.events",
+        "summary_writer_class",
+    ),
     "evaluation passes": ("bertjax.train.evaluate", "predict"),
     "checkpoint writes (last)": ("bertjax.runs", "save_last"),
     "checkpoint writes (best)": ("bertjax.runs", "save_best"),
@@ -173,6 +177,7 @@ def breakdown(cold: dict, warm: dict) -> str:
         inner = (
             "state init",
             "train step compile",
+            "event writer",
             "evaluation",
             "checkpoint",
             "restore",

@@ -107,6 +107,46 @@ def test_tensorboard_off_writes_no_events(tmp_path, tiny_bert_vocab_dir, shared_
     assert (tmp_path / "run" / runs.SUMMARY_FILE).is_file()
 
 
+# A fresh interpreter where torch is installed: an event writer, then torch itself.
+EVENTS_WITHOUT_TORCH = """
+import json, sys
+from pathlib import Path
+from bertjax.runs import events
+from tests.conftest import run_config
+
+folder = Path(sys.argv[1])
+config = run_config(folder, folder, folder)
+writer = events.Events(folder, config, 0)
+writer.record(dict(step=1, split="train", loss=0.5, metrics={}, lr=1e-3))
+writer.close()
+after_writer = "torch" in sys.modules
+import torch
+
+print(json.dumps([after_writer, torch.ones(2).sum().item()]))
+"""
+
+
+def test_the_event_writer_does_not_import_torch_and_torch_still_imports(tmp_path):
+    """tensorboardX's writer imports torch wherever it is installed (~1.4 s of a run's start);
+    ours is imported with torch hidden, and torch imports as usual afterwards."""
+    pytest.importorskip("torch")  # the dev/test extra installs it
+    script = tmp_path / "events_without_torch.py"
+    script.write_text(EVENTS_WITHOUT_TORCH)
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert out.returncode == 0, out.stderr
+    after_writer, total = json.loads(out.stdout.strip().splitlines()[-1])
+    assert after_writer is False
+    assert total == 2.0
+    scalars = _events(tmp_path / "run").Scalars("train/loss")
+    assert [(e.step, e.value) for e in scalars] == [(1, 0.5)]
+
+
 # ---- early stopping ----
 
 # lr 0 keeps the parameters, so validation accuracy never changes: with patience 2 and an

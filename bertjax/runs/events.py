@@ -9,6 +9,7 @@ evaluation; test/<metric> at the best step; the resolved config as the text "con
 import contextlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +31,25 @@ def scalars(record: dict) -> dict[str, float]:
     }
 
 
+def summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without torch. tensorboardX's writer module
+    imports torch wherever it is installed, only to accept torch tensors (which a run never
+    passes): ~1.4 s of every run's start in an environment that has torch. While it imports,
+    `sys.modules["torch"] = None` makes `import torch` fail as if torch were absent; torch
+    imports normally afterwards. Nothing changes when torch is already imported."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return SummaryWriter
+
+
 class Events:
     """The event writer of one run folder from `start_step` on; does nothing when
     config.log.tensorboard is off or on processes other than 0.
@@ -42,9 +62,7 @@ class Events:
         self.writer = None
         if not config.log.tensorboard or not distributed.is_primary():
             return
-        from tensorboardX import SummaryWriter
-
-        self.writer = SummaryWriter(
+        self.writer = summary_writer_class()(
             str(folder),
             purge_step=start_step + 1 if start_step else 0,
             filename_suffix=f".{time.time_ns()}",
