@@ -213,12 +213,12 @@ def test_packed_logits_equal_unpacked(request, fixture, method):
 def _loss_and_grads(model, params, mask, batch):
     trainable, frozen = peft.partition(params, mask)
 
-    def objective(trainable):
-        inputs = {k: jnp.asarray(batch[k]) for k in evaluate.MODEL_INPUTS}
+    def objective(trainable, frozen, inputs):
         logits = steps._logits(model, peft.combine(frozen, trainable), inputs, True)
         return steps.loss_fn(logits, inputs["labels"], inputs["weights"])
 
-    return jax.value_and_grad(objective)(trainable)
+    inputs = {k: jnp.asarray(batch[k]) for k in evaluate.MODEL_INPUTS}
+    return jax.jit(jax.value_and_grad(objective))(trainable, frozen, inputs)
 
 
 @pytest.mark.parametrize("method", list(PEFT))
@@ -246,11 +246,13 @@ def _plain_loss_and_grads(model, params, mask, batch):
     trainable, frozen = peft.partition(params, mask)
     args = [jnp.asarray(batch[k]) for k in ("input_ids", "attention_mask", "token_type_ids")]
 
-    def objective(trainable):
-        logits = model.apply({"params": peft.combine(frozen, trainable)}, *args).logits
-        return steps.loss_fn(logits, jnp.asarray(batch["labels"]), jnp.asarray(batch["weights"]))
+    labels, weights = jnp.asarray(batch["labels"]), jnp.asarray(batch["weights"])
 
-    return jax.value_and_grad(objective)(trainable)
+    def objective(trainable, frozen, args):
+        logits = model.apply({"params": peft.combine(frozen, trainable)}, *args).logits
+        return steps.loss_fn(logits, labels, weights)
+
+    return jax.jit(jax.value_and_grad(objective))(trainable, frozen, args)
 
 
 @pytest.mark.parametrize("fixture", RELATIVE)
