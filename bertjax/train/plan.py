@@ -259,24 +259,21 @@ def train_inputs_of(distill) -> tuple[str, ...]:
 
 
 def compiled_steps(
-    model, optimizer, mesh, state, longest: dict, cap: int, rngs, distill=None, on_lowered=None
+    model, optimizer, mesh, state, longest: dict, cap: int, rngs, distill=None
 ) -> tuple:
     """(train_step, subset_step or None for one member, peak MiB or None): the call used
     for `cap` members at the `longest` batch is compiled ahead for XLA's memory figure, with
     the live state (not its abstract shape), so those calls run it without compiling again.
-    `distill`: the loss settings (train/distill.py) of a distillation run, else None;
-    `on_lowered()` runs once that call is traced, before XLA compiles it."""
+    `distill`: the loss settings (train/distill.py) of a distillation run, else None."""
     k = len(rngs)
     train_step = make_train_step(model, optimizer, mesh, distill)
     subset_step = make_subset_step(model, optimizer, mesh, distill) if k > 1 else None
     widest = stacked({key: longest[key] for key in train_inputs_of(distill)}, cap)
     if cap == k:
-        train_step, compiled = precompiled(train_step, state, widest, rngs, on_lowered=on_lowered)
+        train_step, compiled = precompiled(train_step, state, widest, rngs)
     else:
         take = jax.ShapeDtypeStruct((cap,), jnp.int32)
-        subset_step, compiled = precompiled(
-            subset_step, state, take, take, widest, rngs, on_lowered=on_lowered
-        )
+        subset_step, compiled = precompiled(subset_step, state, take, take, widest, rngs)
     memory = memory_stats(compiled)
     return train_step, subset_step, round(memory["total"] / 2**20, 1) if memory else None
 
@@ -323,21 +320,16 @@ def make_plan(members: list[runs.Run], setups: list[Setup], max_members: int | N
     distill = distill_of(config)
     evaluator = evaluator_of(config, setup, make_members_eval_step(model, mesh), mesh)
     eval_groups = eval_groups_of(setups)
-    # XLA compiles on one core and releases the GIL: once the train step is traced, the first
-    # evaluation's program is traced and compiled on a second thread while XLA compiles the
-    # train step, then that thread imports what the first checkpoint and the curves need.
-    # (Tracing both at once would make two threads contend for the GIL.)
+    # XLA compiles on one core: the first evaluation's program compiles on a second thread
+    # while the train step compiles (cold, ~0.5 s off the run's start-up), then that thread
+    # imports what the run's first checkpoint and its curves will need
     with ThreadPoolExecutor(1) as pool:
-        ahead = []
-
-        def compile_ahead():
-            ahead.append(pool.submit(ahead_evaluator, evaluator, state, *eval_groups[0], cap))
-            pool.submit(import_for_finishing)
-
+        ahead = pool.submit(ahead_evaluator, evaluator, state, *eval_groups[0], cap)
+        pool.submit(import_for_finishing)
         train_step, subset_step, peak_mb = compiled_steps(
-            model, optimizers[0], mesh, state, longest, cap, rngs, distill, compile_ahead
+            model, optimizers[0], mesh, state, longest, cap, rngs, distill
         )
-        evaluator = ahead[0].result()
+        evaluator = ahead.result()
     seed_of = np.array([m.config.train.seed for m in members])
     plan = Plan(
         schedule=schedule,

@@ -309,16 +309,12 @@ def memory_stats(compiled) -> dict | None:
     return out
 
 
-def precompiled(jitted, *args, on_lowered=None):
+def precompiled(jitted, *args):
     """(call, compiled): `compiled` is `jitted` compiled ahead of time for these (possibly
     abstract) arguments; call(*a) runs that program when every argument has the same shapes
     and dtypes, and `jitted` otherwise. So a shape compiled for its memory analysis is not
-    compiled a second time by its first call. `on_lowered()`, if given, runs between tracing
-    (Python, holding the GIL) and XLA's compile (which releases it)."""
-    lowered = jitted.lower(*args)
-    if on_lowered is not None:
-        on_lowered()
-    compiled = lowered.compile()
+    compiled a second time by its first call."""
+    compiled = jitted.lower(*args).compile()
     signature = _signature(args)
 
     def call(*a):
