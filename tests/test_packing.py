@@ -210,15 +210,23 @@ def test_packed_logits_equal_unpacked(request, fixture, method):
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
-def _loss_and_grads(model, params, mask, batch):
+def _value_and_grads(logits_of, params, mask, inputs, batch):
+    """The loss of logits_of(params, inputs) on batch's labels and weights, and its gradients
+    with respect to the trainable leaves (mask), in one jitted program."""
     trainable, frozen = peft.partition(params, mask)
+    labels, weights = jnp.asarray(batch["labels"]), jnp.asarray(batch["weights"])
 
     def objective(trainable, frozen, inputs):
-        logits = steps._logits(model, peft.combine(frozen, trainable), inputs, True)
-        return steps.loss_fn(logits, inputs["labels"], inputs["weights"])
+        return steps.loss_fn(logits_of(peft.combine(frozen, trainable), inputs), labels, weights)
 
-    inputs = {k: jnp.asarray(batch[k]) for k in evaluate.MODEL_INPUTS}
     return jax.jit(jax.value_and_grad(objective))(trainable, frozen, inputs)
+
+
+def _loss_and_grads(model, params, mask, batch):
+    inputs = {k: jnp.asarray(batch[k]) for k in evaluate.MODEL_INPUTS}
+    return _value_and_grads(
+        lambda p, x: steps._logits(model, p, x, True), params, mask, inputs, batch
+    )
 
 
 @pytest.mark.parametrize("method", list(PEFT))
@@ -243,16 +251,10 @@ def test_packed_loss_and_gradients_equal_unpacked(request, fixture, method):
 def _plain_loss_and_grads(model, params, mask, batch):
     """Reference: the loss of the plain call (input_ids, attention_mask, token_type_ids, no
     packed inputs) on one example per row, and its gradients."""
-    trainable, frozen = peft.partition(params, mask)
     args = [jnp.asarray(batch[k]) for k in ("input_ids", "attention_mask", "token_type_ids")]
-
-    labels, weights = jnp.asarray(batch["labels"]), jnp.asarray(batch["weights"])
-
-    def objective(trainable, frozen, args):
-        logits = model.apply({"params": peft.combine(frozen, trainable)}, *args).logits
-        return steps.loss_fn(logits, labels, weights)
-
-    return jax.jit(jax.value_and_grad(objective))(trainable, frozen, args)
+    return _value_and_grads(
+        lambda p, x: model.apply({"params": p}, *x).logits, params, mask, args, batch
+    )
 
 
 @pytest.mark.parametrize("fixture", RELATIVE)

@@ -22,7 +22,7 @@ from bertjax.train import memory, stopping
 from bertjax.train.build import remat_of
 from bertjax.train.optim import make_optimizer
 from bertjax.train.steps import init_state, loss_fn, make_train_step, stack_states
-from tests.conftest import TINY, best_logged_step, run_config
+from tests.conftest import TINY, best_logged_step, run_config, run_script
 
 REPO = Path(__file__).resolve().parents[1]
 # Vectorized vs separate runs: float32 rounding of batched matmuls (as tests/test_sweep.py).
@@ -127,18 +127,12 @@ print(json.dumps([after_writer, torch.ones(2).sum().item()]))
 
 
 def test_the_event_writer_does_not_import_torch_and_torch_still_imports(tmp_path):
-    """tensorboardX's writer imports torch wherever it is installed (~1.4 s of a run's start);
+    """tensorboardX's writer imports torch wherever it is installed (1.1 s of a run's start);
     ours is imported with torch hidden, and torch imports as usual afterwards."""
     pytest.importorskip("torch")  # the dev/test extra installs it
     script = tmp_path / "events_without_torch.py"
     script.write_text(EVENTS_WITHOUT_TORCH)
-    out = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "run")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    out = run_script(script, tmp_path / "run", env={"PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr
     after_writer, total = json.loads(out.stdout.strip().splitlines()[-1])
     assert after_writer is False
